@@ -1,0 +1,89 @@
+"""Image classifier for the multi-model container: a JPEG or PNG in, the top-5 classes out.
+
+This file is what goes into ``code/inference.py`` of ``resnet_18.tar.gz`` and
+``resnet_152.tar.gz`` (see ``mme package resnet_18``). The container calls:
+
+- ``model_fn(model_dir)`` once, when SageMaker loads the model;
+- ``input_fn`` -> ``predict_fn`` -> ``output_fn`` for every request.
+
+Each function may take a trailing ``context`` argument; see ``input_fn`` for how it
+reaches the request's headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from sagemaker_inference.utils import parse_accept
+from torchvision import transforms
+
+from mme.errors import BadRequestError, NotAcceptableError, UnsupportedContentTypeError
+
+IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
+TOP_K = 5
+LABELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+
+# The ImageNet preprocessing that torchvision's ResNet weights were trained with.
+PREPROCESS = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ]
+)
+
+
+class Classifier:
+    """A TorchScript ResNet and the ImageNet labels of its outputs."""
+
+    def __init__(self, network: torch.jit.ScriptModule, labels: list[str]) -> None:
+        self.network = network
+        self.labels = labels
+
+
+def model_fn(model_dir: str) -> Classifier:
+    """Load ``model.pt`` (TorchScript) and the labels shipped beside this file."""
+    network = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
+    with open(LABELS_FILE, encoding="utf-8") as labels:
+        return Classifier(network, [line.strip() for line in labels if line.strip()])
+
+
+def input_fn(request_body: bytes, content_type: str, context: Any = None) -> torch.Tensor:
+    """Decode a JPEG or PNG into a normalised 1x3x224x224 tensor.
+
+    ``context.request_processor[0].get_request_properties()`` holds the request's
+    headers, for example ``X-Amzn-SageMaker-Custom-Attributes``.
+    """
+    if content_type not in IMAGE_TYPES:
+        raise UnsupportedContentTypeError(
+            f"send an image ({', '.join(IMAGE_TYPES)}), not {content_type!r}"
+        )
+    try:
+        image = Image.open(io.BytesIO(request_body)).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadRequestError(f"the body is not a readable JPEG or PNG image: {exc}") from exc
+    return PREPROCESS(image).unsqueeze(0)
+
+
+def predict_fn(batch: torch.Tensor, model: Classifier) -> list[dict[str, Any]]:
+    """The five most probable classes, most probable first."""
+    with torch.inference_mode():
+        probabilities = torch.softmax(model.network(batch), dim=1)[0]
+    top = torch.topk(probabilities, TOP_K)
+    return [
+        {"probability": round(float(p), 6), "class": model.labels[int(i)]}
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]
+
+
+def output_fn(prediction: list[dict[str, Any]], accept: str) -> tuple[str, str]:
+    """JSON, the only answer this model gives."""
+    if not {"application/json", "*/*"} & set(parse_accept(accept)):
+        raise NotAcceptableError(f"this model answers application/json, not {accept!r}")
+    return json.dumps(prediction), "application/json"

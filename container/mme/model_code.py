@@ -1,0 +1,62 @@
+"""Puts one model's own ``code/`` first on the import path of the worker that serves it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+CODE_DIR_NAME = "code"
+
+
+def code_dir_of(model_dir: str) -> str:
+    """The folder that holds a model's ``inference.py`` and helper modules."""
+    return os.path.join(model_dir, CODE_DIR_NAME)
+
+
+def _top_level_names(code_dir: str) -> set[str]:
+    names = set()
+    for entry in os.listdir(code_dir):
+        stem, ext = os.path.splitext(entry)
+        if ext == ".py" or os.path.isdir(os.path.join(code_dir, entry)):
+            names.add(stem if ext == ".py" else entry)
+    return names
+
+
+def _loaded_from(module_name: str, code_dir: str) -> bool:
+    module = sys.modules[module_name]
+    origin = getattr(module, "__file__", None) or ""
+    return os.path.abspath(origin).startswith(os.path.abspath(code_dir) + os.sep)
+
+
+def activate_code_dir(model_dir: str) -> str | None:
+    """Make ``<model_dir>/code`` win every import of the names it defines.
+
+    The folder goes first on ``sys.path`` (an installed package or another model's
+    module of the same name must not shadow the user's), and any module already
+    imported under one of its names from elsewhere is forgotten, so that the next
+    import finds the model's own. Returns the code folder, or None if there is none.
+    """
+    code_dir = code_dir_of(model_dir)
+    if not os.path.isdir(code_dir):
+        return None
+    while code_dir in sys.path:
+        sys.path.remove(code_dir)
+    sys.path.insert(0, code_dir)
+    for name in _top_level_names(code_dir):
+        if name in sys.modules and not _loaded_from(name, code_dir):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    return code_dir
+
+
+def user_module_path(model_dir: str, module_name: str) -> str | None:
+    """The file of the user's module in the model's ``code/``, if it ships one."""
+    code_dir = code_dir_of(model_dir)
+    for candidate in (
+        os.path.join(code_dir, f"{module_name}.py"),
+        os.path.join(code_dir, module_name, "__init__.py"),
+    ):
+        if os.path.isfile(candidate):
+            return candidate
+    return None

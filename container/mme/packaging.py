@@ -1,0 +1,177 @@
+"""`mme package`: check model folders and pack them in the layout SageMaker extracts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import warnings
+from pathlib import Path
+
+from mme.errors import ModelLoadError
+from mme.model_code import code_dir_of, user_module_path
+from mme.pytorch_defaults import DEFAULT_MODEL_FILE, find_model_file
+
+HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}
+IMPORT_CHECK_TIMEOUT_S = 300
+SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
+
+_IMPORT_CHECK = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+module = importlib.import_module(sys.argv[2])
+print(json.dumps([n for n in sys.argv[3:] if callable(getattr(module, n, None))]))
+"""
+
+
+class PackagingError(ValueError):
+    """A model folder cannot be packed; the message lists every problem found."""
+
+
+def _link_problem(root: Path, path: Path) -> str | None:
+    target = os.readlink(path)
+    if os.path.isabs(target):
+        return f"{path.relative_to(root)}: a link to an absolute path ({target})"
+    resolved = (path.parent / target).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return f"{path.relative_to(root)}: a link that leaves the model folder ({target})"
+    return None
+
+
+def _file_problems(root: Path) -> list[str]:
+    problems = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            problem = _link_problem(root, path)
+            if problem:
+                problems.append(problem)
+        elif not (path.is_file() or path.is_dir()) or stat.S_ISSOCK(path.lstat().st_mode):
+            problems.append(f"{path.relative_to(root)}: not a regular file or folder")
+    return problems
+
+
+def _handler_functions(model_dir: Path, module: str) -> list[str]:
+    """Import the user module in a fresh interpreter; return the handler functions it defines."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)), module,
+         *HANDLER_FUNCTIONS],
+        capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PackagingError(f"code/{module}.py does not import: {last}")
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _code_problems(model_dir: Path, module: str) -> list[str]:
+    functions: list[str] = []
+    if user_module_path(str(model_dir), module) is not None:
+        try:
+            functions = _handler_functions(model_dir, module)
+        except PackagingError as exc:
+            return [str(exc)]
+    problems = []
+    if "transform_fn" in functions and {"input_fn", "predict_fn", "output_fn"} & set(functions):
+        problems.append(f"code/{module}.py defines transform_fn together with "
+                        "input_fn/predict_fn/output_fn: use one style or the other")
+    if "model_fn" not in functions:
+        try:
+            find_model_file(str(model_dir))
+        except ModelLoadError as exc:
+            problems.append(f"no model_fn in code/{module}.py, and the default loader says: "
+                            f"{exc.message}")
+    return problems
+
+
+def check_model_dir(model_dir: Path, module: str = "inference") -> None:
+    """Raise PackagingError listing every reason why ``model_dir`` would not serve."""
+    if not model_dir.is_dir():
+        raise PackagingError(f"{model_dir} is not a folder")
+    problems = _file_problems(model_dir) or _code_problems(model_dir, module)
+    if problems:
+        raise PackagingError(f"{model_dir}:\n  - " + "\n  - ".join(problems))
+
+
+def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    name = os.path.basename(info.name)
+    return None if name in SKIPPED_NAMES or name.endswith(".pyc") else info
+
+
+def pack(model_dir: Path, archive: Path) -> Path:
+    """Write ``archive`` (tar.gz with the folder's contents at its root); never a partial file."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=archive.parent, suffix=".partial")
+    os.close(fd)
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            for entry in sorted(model_dir.iterdir()):
+                tar.add(entry, arcname=entry.name, filter=_skip)
+        os.replace(partial, archive)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return archive
+
+
+def build_example(name: str, code_dir: Path, staging: Path, pretrained: bool) -> Path:
+    """Lay out the ResNet example ``name`` (TorchScript weights + code/) under ``staging``."""
+    import torch
+    import torchvision
+
+    if not (code_dir / "inference.py").is_file():
+        raise PackagingError(f"{code_dir} has no inference.py (see --example-code)")
+    builder = getattr(torchvision.models, EXAMPLES[name])
+    # No weights can be downloaded on machines without internet: random ones by default.
+    network = builder(weights="DEFAULT" if pretrained else None).eval()
+    model_dir = staging / name
+    shutil.copytree(code_dir, model_dir / "code", ignore=shutil.ignore_patterns(*SKIPPED_NAMES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is what the toolkit loads
+        torch.jit.save(torch.jit.script(network), str(model_dir / DEFAULT_MODEL_FILE))
+    return model_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `mme package`."""
+    parser.add_argument(
+        "sources", nargs="+", metavar="SOURCE",
+        help="a model folder (weights + code/), or an example name: "
+        + ", ".join(EXAMPLES),
+    )
+    parser.add_argument("-o", "--output-dir", default="models", type=Path,
+                        help="where to write <name>.tar.gz (default: ./models)")
+    parser.add_argument("--example-code", default=Path("code/image_classifier"), type=Path,
+                        help="the code/ of the examples (default: ./code/image_classifier)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="download torchvision's pretrained weights (needs internet); "
+                        "random weights otherwise")
+    parser.add_argument("--program", default="inference",
+                        help="the module in code/ that defines the handler functions")
+
+
+def package_command(args: argparse.Namespace) -> int:
+    """Check and pack every source; report each archive, or every problem found."""
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="mme-package-") as staging:
+        for source in args.sources:
+            try:
+                if source in EXAMPLES:
+                    model_dir = build_example(source, args.example_code, Path(staging),
+                                              args.pretrained)
+                else:
+                    model_dir = Path(source)
+                check_model_dir(model_dir, args.program)
+                archive = pack(model_dir, args.output_dir / f"{model_dir.resolve().name}.tar.gz")
+            except PackagingError as exc:
+                print(f"mme package: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            print(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+    return 1 if failures else 0

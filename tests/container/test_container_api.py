@@ -1,0 +1,247 @@
+"""The SageMaker multi-model container API (contract.md 1.3), driven as SageMaker drives it.
+
+Runs against `mme serve` by default, and against the built image with ``--target image``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.model_builders import expected_linear, jpeg_bytes, make_model_dir
+
+JSON = "application/json"
+TIMEOUT = 120
+
+
+def load(server: Any, name: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/models",
+        json={"model_name": name, "url": server.model_url(name)},
+        timeout=TIMEOUT,
+    )
+
+
+def invoke(server: Any, name: str, body: bytes, content_type: str = JSON,
+           **headers: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/models/{name}/invoke",
+        data=body,
+        headers={"Content-Type": content_type, **headers},
+        timeout=TIMEOUT,
+    )
+
+
+def listed(server: Any) -> list[str]:
+    answer = requests.get(f"{server.url}/models", timeout=TIMEOUT)
+    assert answer.status_code == 200
+    return [model["modelName"] for model in answer.json()["models"]]
+
+
+def eventually_unlisted(server: Any, name: str, within_s: float = 30) -> bool:
+    """MMS answers a failed LOAD before it unregisters the model: allow it a moment."""
+    deadline = time.monotonic() + within_s
+    while name in listed(server):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def loaded(server: Any, models_root: Path, name: str, code: dict[str, str] | None = None,
+           weights: bool = True) -> str:
+    """Create the model folder and LOAD it; fail the test unless the LOAD answers 200."""
+    make_model_dir(models_root, name, code, weights)
+    answer = load(server, name)
+    assert answer.status_code == 200, answer.text
+    return name
+
+
+def test_ping_and_an_empty_list(server: Any) -> None:
+    assert requests.get(f"{server.url}/ping", timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{server.url}/models", timeout=TIMEOUT).status_code == 200
+
+
+def test_load_invoke_get_list_unload(server: Any, models_root: Path) -> None:
+    name = loaded(server, models_root, "linear")
+    answer = invoke(server, name, b"[[1, 2, 3], [0, 0, 1]]", Accept=JSON)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith(JSON)
+    assert answer.json() == expected_linear([[1, 2, 3], [0, 0, 1]])
+
+    described = requests.get(f"{server.url}/models/{name}", timeout=TIMEOUT)
+    assert described.status_code == 200
+    body = described.json()
+    body = body[0] if isinstance(body, list) else body
+    assert (body["modelName"], body["modelUrl"]) == (name, server.model_url(name))
+    workers = [worker["id"] for worker in body["workers"]]
+    assert workers and all(server.worker_alive(worker) for worker in workers)
+    assert name in listed(server)
+
+    assert requests.delete(f"{server.url}/models/{name}", timeout=TIMEOUT).status_code == 200
+    assert name not in listed(server)
+    assert not any(server.worker_alive(worker) for worker in workers)
+    assert invoke(server, name, b"[[1, 2, 3]]").status_code == 404
+
+
+def test_a_second_load_is_409(server: Any, models_root: Path) -> None:
+    name = loaded(server, models_root, "twice")
+    again = load(server, name)
+    assert again.status_code == 409
+    assert invoke(server, name, b"[[1, 1, 1]]").status_code == 200
+
+
+def test_unknown_models_are_404(server: Any) -> None:
+    assert requests.get(f"{server.url}/models/nope", timeout=TIMEOUT).status_code == 404
+    assert requests.delete(f"{server.url}/models/nope", timeout=TIMEOUT).status_code == 404
+    assert invoke(server, "nope", b"[[1, 2, 3]]").status_code == 404
+    missing = requests.post(
+        f"{server.url}/models",
+        json={"model_name": "ghost", "url": server.model_url("ghost")},
+        timeout=TIMEOUT,
+    )
+    assert missing.status_code == 404
+    assert "ghost" not in listed(server)
+
+
+def test_list_pages_with_next_page_token(server: Any, models_root: Path) -> None:
+    for name in ("page-a", "page-b"):
+        loaded(server, models_root, name)
+    seen: list[str] = []
+    token = None
+    for _ in range(50):
+        params = {"limit": "1", **({"next_page_token": token} if token else {})}
+        page = requests.get(f"{server.url}/models", params=params, timeout=TIMEOUT).json()
+        assert len(page["models"]) <= 1
+        seen += [model["modelName"] for model in page["models"]]
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert {"page-a", "page-b"} <= set(seen)
+    assert seen == sorted(seen)
+
+
+def test_resnet_18_example_returns_top_5(server: Any, resnet_18_dir: Path) -> None:
+    assert load(server, "resnet_18").status_code == 200
+    answer = invoke(server, "resnet_18", jpeg_bytes(), "application/x-image", Accept=JSON)
+    assert answer.status_code == 200, answer.text
+    top = answer.json()
+    assert len(top) == 5
+    probabilities = [entry["probability"] for entry in top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 < p <= 1 for p in probabilities)
+    assert all(entry["class"].startswith("n") and " " in entry["class"] for entry in top)
+    png = invoke(server, "resnet_18", b"not an image", "application/x-image")
+    assert png.status_code == 400
+    assert invoke(server, "resnet_18", b"{}", JSON).status_code == 415
+
+
+def test_models_with_colliding_module_names_each_get_their_own(
+    server: Any, models_root: Path
+) -> None:
+    for name, value in (("collide-a", 1), ("collide-b", 2)):
+        code = {
+            "inference.py": """
+                import json
+                from utils import VALUE
+                def model_fn(model_dir):
+                    return VALUE
+                def transform_fn(model, data, content_type, accept):
+                    return json.dumps({"value": model}), "application/json"
+            """,
+            "utils.py": f"VALUE = {value}\n",
+        }
+        loaded(server, models_root, name, code, weights=False)
+    assert invoke(server, "collide-a", b"{}").json() == {"value": 1}
+    assert invoke(server, "collide-b", b"{}").json() == {"value": 2}
+
+
+def test_headers_reach_functions_that_take_context(server: Any, models_root: Path) -> None:
+    code = {
+        "inference.py": """
+            import json
+            def model_fn(model_dir, context):
+                return context.system_properties["model_dir"]
+            def transform_fn(model, data, content_type, accept, context):
+                headers = context.request_processor[0].get_request_properties()
+                lower = {k.lower(): v for k, v in headers.items()}
+                return json.dumps({
+                    "custom": lower.get("x-amzn-sagemaker-custom-attributes"),
+                    "target": lower.get("x-amzn-sagemaker-target-model"),
+                }), "application/json"
+        """
+    }
+    name = loaded(server, models_root, "headers", code, weights=False)
+    answer = invoke(
+        server, name, b"{}",
+        **{"X-Amzn-SageMaker-Custom-Attributes": "trace=abc",
+           "X-Amzn-SageMaker-Target-Model": "team/model-7.tar.gz"},
+    )
+    assert answer.json() == {"custom": "trace=abc", "target": "team/model-7.tar.gz"}
+
+
+def test_a_model_that_fails_to_load_is_not_listed_and_disturbs_nothing(
+    server: Any, models_root: Path
+) -> None:
+    healthy = loaded(server, models_root, "bystander")
+    make_model_dir(models_root, "broken", {"inference.py": "def model_fn(d):\n    1 / 0\n"})
+    answer = load(server, "broken")
+    assert answer.status_code == 500
+    assert "Traceback" not in answer.text
+    assert eventually_unlisted(server, "broken")
+    make_model_dir(models_root, "broken", {"inference.py": "def model_fn(d):\n    return 1\n"})
+    assert load(server, "broken").status_code == 200  # fixed code loads: nothing was left over
+    assert invoke(server, healthy, b"[[1, 2, 3]]").status_code == 200
+    assert requests.get(f"{server.url}/ping", timeout=TIMEOUT).json()["status"] == "Healthy"
+
+
+def test_out_of_memory_is_507_on_load_and_on_invoke(server: Any, models_root: Path) -> None:
+    make_model_dir(models_root, "oom-load",
+                   {"inference.py": "def model_fn(d):\n    raise MemoryError('40 GiB')\n"})
+    assert load(server, "oom-load").status_code == 507
+    assert eventually_unlisted(server, "oom-load")
+    # memory freed, SageMaker retries: the retried LOAD must load, not answer 409
+    make_model_dir(models_root, "oom-load", {"inference.py": "def model_fn(d):\n    return 1\n"})
+    assert load(server, "oom-load").status_code == 200
+    code = {
+        "inference.py": """
+            import torch
+            def model_fn(model_dir):
+                return None
+            def transform_fn(model, data, content_type, accept):
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+        """
+    }
+    name = loaded(server, models_root, "oom-invoke", code, weights=False)
+    answer = invoke(server, name, b"{}")
+    assert answer.status_code == 507
+    assert "out of memory" in answer.json()["message"]
+    assert invoke(server, name, b"{}").status_code == 507  # still loaded, still answering
+
+
+def test_every_error_status_and_the_model_keeps_serving(server: Any, models_root: Path) -> None:
+    name = loaded(server, models_root, "errors")
+    cases = [
+        (b"[[1, 2", JSON, {}, 400),
+        (b"[[1, 2, 3]]", JSON, {"Accept": "image/png"}, 406),
+        (b"x" * (1024 * 1024 + 10), JSON, {}, 413),
+        (b"1,2,3", "text/plain", {}, 415),
+        (b"[[1, 2]]", JSON, {}, 500),
+    ]
+    for body, content_type, headers, status in cases:
+        answer = invoke(server, name, body, content_type, **headers)
+        assert answer.status_code == status, (status, answer.text)
+        if status != 413:  # MMS itself refuses bodies over max_request_size
+            assert "Traceback" not in answer.json()["message"]
+        assert invoke(server, name, b"[[1, 2, 3]]").json() == expected_linear([[1, 2, 3]])
+
+
+def test_invocations_route_needs_a_model_name(server: Any) -> None:
+    answer = requests.post(f"{server.url}/invocations", data=b"{}",
+                           headers={"Content-Type": JSON}, timeout=TIMEOUT)
+    assert answer.status_code == 400
+    assert json.loads(answer.text)["message"]

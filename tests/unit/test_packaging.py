@@ -1,0 +1,67 @@
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mme.cli import main
+from mme.packaging import PackagingError, check_model_dir, pack
+from tests.model_builders import make_model_dir
+
+GOOD_CODE = {
+    "inference.py": "from helpers import scale\ndef model_fn(model_dir):\n    return scale\n",
+    "helpers.py": "scale = 2\n",
+}
+
+
+def test_a_good_folder_packs_with_its_contents_at_the_root(tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path, "good", GOOD_CODE)
+    check_model_dir(model_dir)
+    archive = pack(model_dir, tmp_path / "out" / "good.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"model.pt", "code", "code/inference.py", "code/helpers.py"} <= names
+    assert not any(name.startswith("/") or ".." in name for name in names)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".partial"]
+
+
+@pytest.mark.parametrize(
+    ("code", "weights", "says"),
+    [
+        ({"inference.py": "import not_a_module_anywhere\n"}, True, "does not import"),
+        ({"inference.py": "def input_fn(a, b):\n    return a\n"}, False, "no model_fn"),
+        (
+            {"inference.py": "def model_fn(d): ...\ndef transform_fn(m, d, c, a): ...\n"
+                             "def predict_fn(d, m): ...\n"},
+            True,
+            "transform_fn together with",
+        ),
+    ],
+)
+def test_code_problems_are_named(tmp_path: Path, code: dict[str, str], weights: bool,
+                                 says: str) -> None:
+    model_dir = make_model_dir(tmp_path, "bad", code, weights)
+    with pytest.raises(PackagingError, match=says):
+        check_model_dir(model_dir)
+
+
+def test_links_that_escape_are_refused(tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path, "links", GOOD_CODE)
+    os.symlink("/etc/passwd", model_dir / "absolute")
+    os.symlink("../../outside", model_dir / "code" / "relative")
+    with pytest.raises(PackagingError) as error:
+        check_model_dir(model_dir)
+    assert "absolute: a link to an absolute path" in str(error.value)
+    assert "code/relative: a link that leaves the model folder" in str(error.value)
+
+
+def test_the_command_reports_problems_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = make_model_dir(tmp_path, "good", GOOD_CODE)
+    bad = make_model_dir(tmp_path, "bad", {"inference.py": "syntax error here\n"})
+    code = main(["package", str(good), str(bad), "-o", str(tmp_path / "dist")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "does not import" in captured.err
+    assert (tmp_path / "dist" / "model.tar.gz").exists()  # the good one, named after its folder

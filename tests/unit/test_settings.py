@@ -1,0 +1,83 @@
+import logging
+
+import pytest
+
+from mme.settings import MIB, Settings, SettingsError
+
+
+def test_defaults_follow_sagemaker() -> None:
+    settings = Settings.from_env({"OMP_NUM_THREADS": "2"})
+    assert settings.port == 8080
+    assert settings.workers_per_model == 1
+    assert settings.response_timeout_s == 60
+    assert settings.max_payload_bytes == 6 * MIB
+    assert settings.job_queue_size == 100
+    assert settings.log_level == logging.INFO
+    assert settings.models_dir == "/opt/ml/models"
+    assert settings.program_module == "inference"
+    assert settings.num_threads == 2
+
+
+def test_values_are_read_from_their_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "SAGEMAKER_BIND_TO_PORT": "9001",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "45",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
+            "MME_JOB_QUEUE_SIZE": "7",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "debug",
+            "SAGEMAKER_BASE_DIR": "/srv/ml",
+            "SAGEMAKER_PROGRAM": "serve_me.py",
+            "MME_NUM_THREADS": "4",
+            "SAGEMAKER_HANDLER": "my_handler:handle",
+        }
+    )
+    assert (settings.port, settings.workers_per_model, settings.response_timeout_s) == (9001, 3, 45)
+    assert settings.max_payload_bytes == 20 * MIB
+    assert settings.job_queue_size == 7
+    assert settings.log_level == logging.DEBUG
+    assert settings.models_dir == "/srv/ml/models"
+    assert settings.program_module == "serve_me"
+    assert settings.num_threads == 4
+    assert settings.handler_service == "my_handler:handle"
+
+
+def test_model_server_timeout_is_read_as_seconds_not_minutes() -> None:
+    assert Settings.from_env({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"}).response_timeout_s == 90
+    both = {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "90", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "30"}
+    assert Settings.from_env(both).response_timeout_s == 30
+
+
+def test_numeric_log_level_as_the_sdk_sets_it() -> None:
+    assert Settings.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": "30"}).log_level == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "32767", "1..32766"),
+        ("SAGEMAKER_BIND_TO_PORT", "http", "not an integer"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "0", "out of range"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "-1", "out of range"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6.5", "not an integer"),
+        ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty", "not a log level"),
+        ("SAGEMAKER_PROGRAM", "code/inference.py", "must name a module"),
+        ("MME_NUM_THREADS", "0", "out of range"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({name: value})
+    assert name in str(error.value)
+    assert says in str(error.value)
+
+
+def test_worker_environment_isolates_the_temp_folder_and_sets_threads() -> None:
+    settings = Settings.from_env({"MME_NUM_THREADS": "2", "KEEP_ME": "yes"})
+    env = settings.worker_environment("mme.handler_service:handle", "/tmp/mme-x")
+    assert env["TEMP"] == env["TMPDIR"] == "/tmp/mme-x"
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert env["SAGEMAKER_MULTI_MODEL"] == "true"
+    assert env["SAGEMAKER_HANDLER"] == "mme.handler_service:handle"
+    assert env["KEEP_ME"] == "yes"

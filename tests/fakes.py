@@ -18,7 +18,8 @@ class FakeRequest:
 class FakeContext:
     """What the handler service reads from and writes to MMS's Context."""
 
-    def __init__(self, model_dir: str, gpu_id: int | None = None) -> None:
+    def __init__(self, model_dir: str, gpu_id: int | None = None, model_name: str = "m") -> None:
+        self.model_name = model_name
         self.system_properties: dict[str, Any] = {"model_dir": model_dir, "gpu_id": gpu_id}
         self.request_processor: list[FakeRequest] = []
         self.status: tuple[int, str] | None = None

@@ -71,7 +71,7 @@ class PytorchDefaults(DefaultInferenceHandler):
     """TorchScript loading, array codecs and ``inference_mode`` prediction."""
 
     def default_model_fn(self, model_dir: str, context: Any = None) -> Any:
-        """Load TorchScript ``model.pt`` (or the one ``.pt``/``.pth``) onto the device, in eval mode."""
+        """Load TorchScript ``model.pt`` (or the one .pt/.pth) onto the device, in eval mode."""
         path = find_model_file(model_dir)
         try:
             with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -183,10 +184,8 @@ class ModelServer:
 
 
 def _signal_group(pgid: int, signo: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signo)
-    except ProcessLookupError:
-        pass
 
 
 def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) -> int:

@@ -95,7 +95,10 @@ class ModelTransformer(Transformer):
             self._transform_fn, self._model, body, content_type, accept
         )
         response, response_type = result if isinstance(result, tuple) else (result, accept)
-        if isinstance(response, (bytes, bytearray, str)) and len(response) > self._max_payload_bytes:
+        too_large = isinstance(response, (bytes, bytearray, str)) and (
+            len(response) > self._max_payload_bytes
+        )
+        if too_large:
             raise PayloadTooLargeError(
                 f"the response has {len(response)} bytes, over the limit of "
                 f"{self._max_payload_bytes} (SAGEMAKER_MAX_PAYLOAD_IN_MB)"

@@ -20,7 +20,8 @@ from tests.server_process import NativeServer, free_port
 TIMEOUT = 120
 
 
-def load_and_invoke(server: NativeServer, name: str, body: bytes = b"[[1, 2, 3]]") -> requests.Response:
+def load_and_invoke(server: NativeServer, name: str,
+                    body: bytes = b"[[1, 2, 3]]") -> requests.Response:
     loaded = requests.post(f"{server.url}/models", timeout=TIMEOUT,
                            json={"model_name": name, "url": server.model_url(name)})
     assert loaded.status_code == 200, loaded.text
@@ -50,9 +51,9 @@ def test_bad_settings_fail_fast_naming_the_variable(variable: str, value: str) -
 
 def test_a_port_in_use_is_a_clear_failure(tmp_path: Path) -> None:
     with socket.socket() as busy:
-        busy.bind(("0.0.0.0", 0))
+        port = free_port()
+        busy.bind(("0.0.0.0", port))
         busy.listen()
-        port = busy.getsockname()[1]
         result = run_serve({**_base_env(), "SAGEMAKER_BIND_TO_PORT": str(port)})
     assert result.returncode == 1
     assert f"before answering /ping on port {port}" in result.stdout

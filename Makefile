@@ -1,0 +1,43 @@
+# The front door: every command in the README is a target here.
+#
+#   make serve      set up, package the example models and run the multi-model server
+#   make test       set up, run ruff, mypy and hadolint, then every test
+#   make bench      (see issue tracker) benchmarks
+#
+# Variables: PYTHON (the interpreter that makes the venv), VENV, PORT.
+
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 8080
+MODELS_DIR ?= ./models
+PYTEST_FLAGS ?= -q
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup serve package lint test test-python clean
+
+setup: $(STAMP)
+
+# pip (not uv or poetry): on these machines torch comes from wheels that only pip looks at.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=23"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+package: $(STAMP)
+	$(BIN)/mme package resnet_18 resnet_152 --output-dir $(MODELS_DIR)
+
+lint: $(STAMP) hadolint
+	$(BIN)/ruff check container tests code docker scripts
+	$(BIN)/mypy
+
+test-python: $(STAMP)
+	$(BIN)/pytest $(PYTEST_FLAGS)
+
+test: lint test-python
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+include mk/image.mk

@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-package: $(STAMP)
-	$(BIN)/mme package resnet_18 resnet_152 --output-dir $(MODELS_DIR)
+EXAMPLES := $(MODELS_DIR)/resnet_18.tar.gz $(MODELS_DIR)/resnet_152.tar.gz
+
+package: $(EXAMPLES)
+
+$(MODELS_DIR)/%.tar.gz: $(STAMP) $(wildcard code/image_classifier/*)
+	$(BIN)/mme package $* --output-dir $(MODELS_DIR)
 
 lint: $(STAMP) hadolint
 	$(BIN)/ruff check container tests code docker scripts

@@ -1,6 +1,5 @@
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,7 @@ from tests.model_builders import expected_linear, make_model_dir
 JSON = "application/json"
 
 
-@pytest.fixture(autouse=True)
-def restore_import_state() -> Iterator[None]:
-    path, modules = list(sys.path), dict(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - set(modules):
-        del sys.modules[name]
-    sys.modules.update(modules)
+pytestmark = pytest.mark.usefixtures("restore_import_state")
 
 
 def load(model_dir: Path, max_payload_bytes: int = 1 << 20) -> tuple[HandlerService, FakeContext]:
@@ -155,3 +147,23 @@ def test_a_module_named_inference_elsewhere_is_never_used(tmp_path: Path) -> Non
     sys.path.insert(0, str(elsewhere))
     service, context = load(make_model_dir(tmp_path, "no-code"))  # defaults, not site's model_fn
     assert invoke(service, context, b"[[1, 1, 1]]", **{"Content-Type": JSON})[0] == 200
+
+
+def test_pre_model_fn_and_model_warmup_fn_run_around_model_fn(tmp_path: Path) -> None:
+    code = """
+        import json
+        calls = []
+        def pre_model_fn(model_dir):
+            calls.append("pre")
+        def model_fn(model_dir):
+            calls.append("model")
+            return {"warm": False}
+        def model_warmup_fn(model_dir, model):
+            calls.append("warmup")
+            model["warm"] = True
+        def transform_fn(model, data, content_type, accept):
+            return json.dumps({"calls": calls, "warm": model["warm"]}), "application/json"
+    """
+    service, context = load(make_model_dir(tmp_path, "warm", {"inference.py": code}, False))
+    _, _, body = invoke(service, context, b"", **{"Content-Type": JSON})
+    assert json.loads(str(body)) == {"calls": ["pre", "model", "warmup"], "warm": True}

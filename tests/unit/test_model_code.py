@@ -1,5 +1,4 @@
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -7,15 +6,7 @@ import pytest
 from mme.model_code import activate_code_dir, user_module_path
 from tests.model_builders import make_model_dir
 
-
-@pytest.fixture(autouse=True)
-def restore_import_state() -> Iterator[None]:
-    path, modules = list(sys.path), dict(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - set(modules):
-        del sys.modules[name]
-    sys.modules.update(modules)
+pytestmark = pytest.mark.usefixtures("restore_import_state")
 
 
 def test_the_models_code_wins_over_a_same_named_module_elsewhere(tmp_path: Path) -> None:

@@ -245,3 +245,18 @@ def test_invocations_route_needs_a_model_name(server: Any) -> None:
                            headers={"Content-Type": JSON}, timeout=TIMEOUT)
     assert answer.status_code == 400
     assert json.loads(answer.text)["message"]
+
+
+def test_workers_use_the_configured_torch_threads(server: Any, models_root: Path) -> None:
+    code = {
+        "inference.py": """
+            import json, os, torch
+            def model_fn(model_dir):
+                return None
+            def transform_fn(model, data, content_type, accept):
+                return json.dumps({"torch": torch.get_num_threads(),
+                                   "omp": os.environ.get("OMP_NUM_THREADS")}), "application/json"
+        """
+    }
+    name = loaded(server, models_root, "threads", code, weights=False)
+    assert invoke(server, name, b"{}").json() == {"torch": 2, "omp": "2"}  # MMS alone gives 1

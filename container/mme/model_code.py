@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 import sys
 
+from mme.errors import ModelLoadError
+
 CODE_DIR_NAME = "code"
+DEFAULT_MODEL_FILE = "model.pt"
 
 
 def code_dir_of(model_dir: str) -> str:
@@ -60,3 +64,20 @@ def user_module_path(model_dir: str, module_name: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def find_model_file(model_dir: str) -> str:
+    """``model.pt``, or else the one ``.pt``/``.pth`` file at the top of ``model_dir``."""
+    preferred = os.path.join(model_dir, DEFAULT_MODEL_FILE)
+    if os.path.isfile(preferred):
+        return preferred
+    found = sorted(
+        glob.glob(os.path.join(model_dir, "*.pt")) + glob.glob(os.path.join(model_dir, "*.pth"))
+    )
+    if len(found) != 1:
+        listing = ", ".join(os.path.basename(f) for f in found) or "none"
+        raise ModelLoadError(
+            f"expected model.pt or exactly one .pt/.pth file in the model folder (found: "
+            f"{listing}); or ship code/inference.py with a model_fn"
+        )
+    return found[0]

@@ -15,8 +15,12 @@ import warnings
 from pathlib import Path
 
 from mme.errors import ModelLoadError
-from mme.model_code import code_dir_of, user_module_path
-from mme.pytorch_defaults import DEFAULT_MODEL_FILE, find_model_file
+from mme.model_code import (
+    DEFAULT_MODEL_FILE,
+    code_dir_of,
+    find_model_file,
+    user_module_path,
+)
 
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from typing import Any
@@ -20,8 +19,8 @@ from mme.errors import (
     UnsupportedContentTypeError,
     is_out_of_memory,
 )
+from mme.model_code import find_model_file
 
-DEFAULT_MODEL_FILE = "model.pt"
 ARRAY_TYPES = (content_types.JSON, content_types.CSV, content_types.NPY)
 
 
@@ -32,23 +31,6 @@ def device_for(context: Any) -> torch.device:
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{int(gpu_id)}")
     return torch.device("cpu")
-
-
-def find_model_file(model_dir: str) -> str:
-    """``model.pt``, or else the one ``.pt``/``.pth`` file at the top of ``model_dir``."""
-    preferred = os.path.join(model_dir, DEFAULT_MODEL_FILE)
-    if os.path.isfile(preferred):
-        return preferred
-    found = sorted(
-        glob.glob(os.path.join(model_dir, "*.pt")) + glob.glob(os.path.join(model_dir, "*.pth"))
-    )
-    if len(found) != 1:
-        listing = ", ".join(os.path.basename(f) for f in found) or "none"
-        raise ModelLoadError(
-            f"expected model.pt or exactly one .pt/.pth file in the model folder (found: "
-            f"{listing}); or ship code/inference.py with a model_fn"
-        )
-    return found[0]
 
 
 def _as_tensor(array: np.ndarray, content_type: str) -> torch.Tensor:

@@ -12,7 +12,8 @@ from mme.errors import (
     NotAcceptableError,
     UnsupportedContentTypeError,
 )
-from mme.pytorch_defaults import PytorchDefaults, device_for, find_model_file
+from mme.model_code import find_model_file
+from mme.pytorch_defaults import PytorchDefaults, device_for
 from tests.fakes import FakeContext
 from tests.model_builders import expected_linear, make_model_dir, save_linear_model
 

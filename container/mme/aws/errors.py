@@ -1,0 +1,149 @@
+"""Errors of the deploy commands, and the one place where any failure becomes a message.
+
+Modules raise the specific errors below (or let botocore's errors through); `explain` turns
+each into one line for the user and an exit status, so no command formats errors itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    TokenRetrievalError,
+)
+
+EXIT_FAILURE = 1  # the request was fine, but AWS (or the model) said no
+EXIT_USAGE = 2  # the input is wrong; argparse uses the same status for bad options
+
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "403"}
+)
+BAD_CREDENTIAL_CODES = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+MAX_SERVICE_MESSAGE_CHARS = 300
+
+
+class DeployCommandError(Exception):
+    """A failure whose message is already fit for the user."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(DeployCommandError):
+    """An option or argument cannot be used (a bad S3 prefix, an empty body, ...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelExistsError(DeployCommandError):
+    """An upload would overwrite a model that an endpoint may have cached."""
+
+
+class EndpointNotFoundError(DeployCommandError):
+    """The named endpoint does not exist."""
+
+
+class AlreadyDeployedError(DeployCommandError):
+    """The endpoint exists with another configuration and no update was asked for."""
+
+
+class DeploymentFailedError(DeployCommandError):
+    """The endpoint went to ``Failed``; the message carries SageMaker's ``FailureReason``."""
+
+
+class WaitTimeoutError(DeployCommandError):
+    """The endpoint did not reach the awaited state within the time allowed."""
+
+
+class ModelInvocationError(DeployCommandError):
+    """The model container answered an invocation with an error (SageMaker's ModelError)."""
+
+    def __init__(self, message: str, original_status: int | None, original_message: str) -> None:
+        super().__init__(message)
+        self.original_status = original_status
+        self.original_message = original_message
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the user is told, and the exit status."""
+
+    message: str
+    exit_code: int
+
+
+def explain(exc: BaseException) -> Failure | None:
+    """The message and exit status for ``exc``, or None for a bug that should show its trace."""
+    if isinstance(exc, DeployCommandError):
+        return Failure(str(exc), exc.exit_code)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, TokenRetrievalError)):
+        return Failure(
+            f"no usable AWS credentials ({exc}). Set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or choose a profile with --profile or AWS_PROFILE "
+            "(run `aws configure` or `aws sso login` to create one).",
+            EXIT_FAILURE,
+        )
+    if isinstance(exc, ProfileNotFound):
+        return Failure(f"{exc}: check --profile / AWS_PROFILE and ~/.aws/config", EXIT_USAGE)
+    if isinstance(exc, NoRegionError):
+        return Failure(
+            "no AWS region: pass --region or set AWS_REGION (or a region in the profile)",
+            EXIT_USAGE,
+        )
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return Failure(
+            f"cannot reach the service: {exc}. Check --endpoint-url, the region and the network.",
+            EXIT_FAILURE,
+        )
+    if isinstance(exc, ReadTimeoutError):
+        return Failure(f"the service did not answer in time: {exc}", EXIT_FAILURE)
+    if isinstance(exc, ParamValidationError):
+        return Failure(f"AWS would reject this request: {exc}", EXIT_USAGE)
+    if isinstance(exc, ClientError):
+        return _explain_client_error(exc)
+    return None
+
+
+def _explain_client_error(exc: ClientError) -> Failure:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    message = _service_message(str(error.get("Message", "")), exc)
+    operation = exc.operation_name
+    if code in ACCESS_DENIED_CODES:
+        return Failure(
+            f"permission denied for {operation}: {message}. The IAM identity in use needs "
+            "this action (see the README's IAM policy for the deploy commands).",
+            EXIT_FAILURE,
+        )
+    if code in BAD_CREDENTIAL_CODES:
+        return Failure(
+            f"AWS rejected the credentials for {operation} ({code}): {message}. "
+            "Refresh them or pick another --profile.",
+            EXIT_FAILURE,
+        )
+    return Failure(f"{operation} failed: {code}: {message}", EXIT_FAILURE)
+
+
+def _service_message(message: str, exc: ClientError) -> str:
+    # A service (or a mock of one) that crashes answers with an HTML page: show the status.
+    if not message or message.lstrip().startswith("<"):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return f"the service answered HTTP {status} without an error message"
+    return " ".join(message.split())[:MAX_SERVICE_MESSAGE_CHARS]

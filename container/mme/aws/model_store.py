@@ -1,0 +1,182 @@
+"""The endpoint's S3 prefix: validate it, upload model.tar.gz files to it, list its models.
+
+A multi-model endpoint serves ``prefix + TargetModel`` and may keep a copy cached after the
+object changes, so an existing key is never overwritten unless the caller insists.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from mme.aws.errors import ModelExistsError, UsageError
+from mme.aws.progress import ProgressBar
+from mme.aws.session import Client
+
+S3_SCHEME = "s3://"
+MAX_URL_CHARS = 1024  # ContainerDefinition.ModelDataUrl and TargetModel both stop at 1024
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # boto3 switches to multipart uploads at this size
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(frozen=True)
+class S3Prefix:
+    """An ``s3://bucket/prefix/`` URL: the ModelDataUrl of a multi-model endpoint."""
+
+    bucket: str
+    key_prefix: str  # "" for the bucket's root, else it ends with "/"
+
+    @classmethod
+    def parse(cls, url: str) -> S3Prefix:
+        """Validate ``url`` as a multi-model prefix; raises UsageError saying what is wrong."""
+        example = "such as s3://my-bucket/models/"
+        if not url.startswith(S3_SCHEME):
+            raise UsageError(f"model data URL {url!r} must be an s3:// URL, {example}")
+        if not url.endswith("/"):
+            raise UsageError(
+                f"model data URL {url!r} must end with '/': a multi-model endpoint reads "
+                f"<prefix><TargetModel>, so the prefix is a folder, {example}"
+            )
+        if len(url) > MAX_URL_CHARS:
+            raise UsageError(f"model data URL is {len(url)} characters; the limit is 1024")
+        bucket, _, key_prefix = url[len(S3_SCHEME) :].partition("/")
+        if not BUCKET_NAME.match(bucket):
+            raise UsageError(f"model data URL {url!r} does not name a valid S3 bucket")
+        if "//" in key_prefix:
+            raise UsageError(f"model data URL {url!r} has an empty folder name ('//')")
+        return cls(bucket, key_prefix)
+
+    @property
+    def url(self) -> str:
+        """The prefix as an s3:// URL, as CreateModel's ModelDataUrl wants it."""
+        return f"{S3_SCHEME}{self.bucket}/{self.key_prefix}"
+
+    def key(self, target_model: str) -> str:
+        """The S3 key that serves ``target_model``."""
+        return self.key_prefix + target_model
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """One archive to upload, and the TargetModel name it will be invoked by."""
+
+    path: Path
+    target_model: str
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model under the prefix: its TargetModel name, size and last change."""
+
+    target_model: str
+    size: int
+    last_modified: str
+
+
+def plan_uploads(paths: Sequence[Path], name: str | None) -> list[ModelUpload]:
+    """Pair each archive with its TargetModel: the file name, or ``name`` for a single file."""
+    if name is not None and len(paths) != 1:
+        raise UsageError("--name gives one archive its TargetModel; pass exactly one file")
+    uploads = [ModelUpload(path, name if name is not None else path.name) for path in paths]
+    for upload in uploads:
+        _check_archive(upload.path)
+        check_target_model(upload.target_model)
+    targets = [upload.target_model for upload in uploads]
+    duplicates = sorted({target for target in targets if targets.count(target) > 1})
+    if duplicates:
+        raise UsageError(f"two files would be uploaded as {', '.join(duplicates)}")
+    return uploads
+
+
+def check_target_model(target_model: str) -> None:
+    """Refuse names that InvokeEndpoint's TargetModel cannot carry, or that escape the prefix."""
+    if not target_model or len(target_model) > MAX_URL_CHARS:
+        raise UsageError("a TargetModel name must be 1 to 1024 characters")
+    if not target_model.isprintable() or target_model[0].isspace():
+        raise UsageError(f"TargetModel {target_model!r} must be printable, without leading space")
+    parts = target_model.split("/")
+    if target_model.startswith("/") or "" in parts or ".." in parts or "." in parts:
+        raise UsageError(
+            f"TargetModel {target_model!r} must be a relative path like team-a/m.tar.gz"
+        )
+    if not target_model.endswith(".tar.gz"):
+        raise UsageError(
+            f"TargetModel {target_model!r} must end with .tar.gz, as SageMaker expects"
+        )
+
+
+def _check_archive(path: Path) -> None:
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file")
+    if not tarfile.is_tarfile(path):
+        raise UsageError(f"{path} is not a tar archive; build it with `mme package`")
+
+
+def upload_models(
+    s3: Client,
+    prefix: S3Prefix,
+    uploads: Sequence[ModelUpload],
+    overwrite: bool = False,
+    progress: Callable[[str, int], ProgressBar | None] | None = None,
+) -> list[str]:
+    """Upload ``uploads`` under ``prefix``; returns their s3:// URLs.
+
+    Every key is checked before anything is uploaded, so a refused batch uploads nothing.
+    ``progress(label, size)`` may return a ProgressBar to feed.
+    """
+    if not overwrite:
+        taken = [
+            u.target_model
+            for u in uploads
+            if _exists(s3, prefix.bucket, prefix.key(u.target_model))
+        ]
+        if taken:
+            raise ModelExistsError(
+                f"{', '.join(prefix.url + t for t in taken)} already exist(s). An endpoint may "
+                "still serve a cached copy of the old model, so upload the new version under a "
+                "new name (e.g. resnet-v2.tar.gz), or pass --overwrite if no endpoint has used it."
+            )
+    urls = []
+    for upload in uploads:
+        key = prefix.key(upload.target_model)
+        bar = progress(upload.target_model, upload.path.stat().st_size) if progress else None
+        s3.upload_file(str(upload.path), prefix.bucket, key, Callback=bar)
+        if bar is not None:
+            bar.finish()
+        urls.append(f"{S3_SCHEME}{prefix.bucket}/{key}")
+    return urls
+
+
+def large_file_progress(label: str, size: int) -> ProgressBar | None:
+    """A ProgressBar on stderr for files big enough to take a while, else None."""
+    return ProgressBar(label, size) if size >= PROGRESS_MIN_BYTES else None
+
+
+def _exists(s3: Client, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
+            return False
+        raise
+    return True
+
+
+def list_models(s3: Client, prefix: S3Prefix) -> list[StoredModel]:
+    """The models under ``prefix``, named as InvokeEndpoint's TargetModel expects them."""
+    models = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.key_prefix):
+        for item in page.get("Contents", []):
+            target_model = item["Key"][len(prefix.key_prefix) :]
+            if target_model and not target_model.endswith("/"):  # skip folder markers
+                models.append(
+                    StoredModel(target_model, int(item["Size"]), item["LastModified"].isoformat())
+                )
+    return models

@@ -1,0 +1,197 @@
+"""`mme deploy` against the moto SageMaker control plane over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from mme.aws.deployment import DeploySpec, deploy, owned_name, wait_in_service
+from mme.aws.errors import DeploymentFailedError, UsageError, WaitTimeoutError
+from mme.aws.session import Client
+from tests.aws.aws_cli import IMAGE, ROLE, deploy_args, resource_names, run_mme, text
+
+
+def test_deploy_round_trips_multi_model_mode_prefix_and_environment(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    prefix = f"s3://{bucket}/mme/"
+
+    deployed = run_mme(
+        *deploy_args(endpoint_name, moto_url, prefix),
+        "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2",
+        "--env", "MME_NUM_THREADS=1",
+        "--model-cache", "Disabled",
+        "--instance-type", "ml.c5.2xlarge",
+        "--instance-count", "2",
+        "--volume-size", "40",
+        "--startup-timeout", "900",
+    )  # fmt: skip
+
+    assert deployed.returncode == 0, text(deployed.stderr)
+    assert f"endpoint {endpoint_name}: InService (created)" in text(deployed.stdout)
+    assert f"endpoint {endpoint_name}: InService" in text(deployed.stderr)  # wait progress
+    endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    container = model["PrimaryContainer"]
+    assert endpoint["EndpointStatus"] == "InService"
+    assert container["Mode"] == "MultiModel"
+    assert container["ModelDataUrl"] == prefix
+    assert container["Image"] == IMAGE
+    assert container["Environment"] == {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "MME_NUM_THREADS": "1",
+    }
+    assert container["MultiModelConfig"] == {"ModelCacheSetting": "Disabled"}
+    assert model["ExecutionRoleArn"] == ROLE
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["InstanceType"] == "ml.c5.2xlarge"
+    assert variant["InitialInstanceCount"] == 2
+    assert variant["VolumeSizeInGB"] == 40
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+
+
+def test_deploying_the_same_settings_again_changes_nothing(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    args = deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")
+    first = run_mme(*args)
+    before = resource_names(sagemaker, endpoint_name)
+
+    again = run_mme(*args)
+
+    assert first.returncode == 0, text(first.stderr)
+    assert again.returncode == 0, text(again.stderr)
+    assert "already runs this configuration" in text(again.stderr)
+    assert "(unchanged)" in text(again.stdout)
+    assert resource_names(sagemaker, endpoint_name) == before
+    assert len(before[0]) == 1 and len(before[1]) == 1
+
+
+def test_deploying_other_settings_needs_update_and_creates_nothing_without_it(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    assert run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")).returncode == 0
+    before = resource_names(sagemaker, endpoint_name)
+
+    changed = run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/v2/"))
+
+    assert changed.returncode == 1
+    assert "already exists with another configuration" in text(changed.stderr)
+    assert "--update" in text(changed.stderr)
+    assert "Traceback" not in text(changed.stderr)
+    assert resource_names(sagemaker, endpoint_name) == before
+
+
+def test_update_creates_the_new_config_and_fails_cleanly_where_update_endpoint_is_missing(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    # moto has no UpdateEndpoint (AWS has): the command must report it, not crash.
+    assert run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")).returncode == 0
+
+    updated = run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/v2/"), "--update")
+
+    models, configs = resource_names(sagemaker, endpoint_name)
+    assert updated.returncode == 1
+    assert "mme deploy: error: UpdateEndpoint failed" in text(updated.stderr)
+    assert "Traceback" not in text(updated.stderr)
+    assert len(models) == 2 and len(configs) == 2  # the new pair exists, ready for a retry
+
+
+@pytest.mark.parametrize(
+    ("prefix", "reason"),
+    [
+        ("s3://bucket/models", "must end with '/'"),
+        ("/local/models/", "must be an s3:// URL"),
+    ],
+)
+def test_deploy_refuses_a_bad_prefix(
+    moto_url: str, sagemaker: Client, endpoint_name: str, prefix: str, reason: str
+) -> None:
+    refused = run_mme(*deploy_args(endpoint_name, moto_url, prefix))
+
+    assert refused.returncode == 2
+    assert reason in text(refused.stderr)
+    assert text(refused.stderr).startswith("mme deploy: error: model data URL")
+    assert resource_names(sagemaker, endpoint_name) == ([], [])
+
+
+def test_deploy_refuses_bad_settings_before_calling_aws(moto_url: str, endpoint_name: str) -> None:
+    bad_env = run_mme(*deploy_args(endpoint_name, moto_url, "s3://bucket/m/"), "--env", "1X=2")
+    bad_role = run_mme(
+        *deploy_args(endpoint_name, moto_url, "s3://bucket/m/")[:-4], "--role", "admin"
+    )
+
+    assert bad_env.returncode == 2
+    assert "environment variable name '1X'" in text(bad_env.stderr)
+    assert bad_role.returncode == 2
+    assert "not an IAM role ARN" in text(bad_role.stderr)
+
+
+def test_resource_names_follow_the_settings_and_fit_sagemaker() -> None:
+    spec = DeploySpec("a" * 63, IMAGE, "s3://bucket/m/", ROLE)
+    other = DeploySpec("a" * 63, IMAGE, "s3://bucket/m/", ROLE, instance_count=2)
+
+    assert (
+        spec.resource_name() == DeploySpec("a" * 63, IMAGE, "s3://bucket/m/", ROLE).resource_name()
+    )
+    assert spec.resource_name() != other.resource_name()
+    assert len(spec.resource_name()) <= 63
+    assert owned_name("a" * 63).match(spec.resource_name())
+    assert not owned_name("a" * 63).match("a" * 52 + "-model")
+
+
+def _describe(status: str, reason: str | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "EndpointName": "ep",
+        "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
+        "EndpointConfigName": "ep-0123456789",
+        "EndpointStatus": status,
+        "CreationTime": "2026-01-01T00:00:00Z",
+        "LastModifiedTime": "2026-01-01T00:00:00Z",
+    }
+    if reason is not None:
+        response["FailureReason"] = reason
+    return response
+
+
+def test_waiting_fails_with_the_endpoint_failure_reason(target: Any) -> None:
+    # moto makes endpoints InService at once; botocore's Stubber plays the Failed endpoint
+    # on a real client (it checks the responses against the service model).
+    sagemaker = target.client("sagemaker")
+    reason = "The primary container for production variant AllTraffic did not pass the ping"
+    lines: list[str] = []
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_endpoint", _describe("Creating"), {"EndpointName": "ep"})
+        stub.add_response("describe_endpoint", _describe("Failed", reason), {"EndpointName": "ep"})
+        with pytest.raises(DeploymentFailedError, match="ep is Failed: The primary container"):
+            wait_in_service(sagemaker, "ep", timeout_s=60, poll_s=0, report=lines.append)
+
+    assert lines == ["endpoint ep: Creating (0s)", "endpoint ep: Failed (0s)"]
+
+
+def test_waiting_is_bounded(target: Any) -> None:
+    sagemaker = target.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_endpoint", _describe("Creating"), {"EndpointName": "ep"})
+        with pytest.raises(WaitTimeoutError, match="still Creating"):
+            wait_in_service(sagemaker, "ep", timeout_s=0, poll_s=30, report=lambda _: None)
+
+
+def test_redeploying_over_a_failed_endpoint_says_to_tear_it_down(target: Any) -> None:
+    sagemaker = target.client("sagemaker")
+    spec = DeploySpec("ep", IMAGE, "s3://bucket/m/", ROLE)
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_endpoint", _describe("Failed", "bad image"))
+        with pytest.raises(DeploymentFailedError, match="mme teardown ep"):
+            deploy(sagemaker, spec, report=lambda _: None)
+
+
+def test_spec_validation_names_the_option() -> None:
+    with pytest.raises(UsageError, match="--startup-timeout"):
+        DeploySpec("ep", IMAGE, "s3://bucket/m/", ROLE, startup_timeout_s=30).validate()
+    with pytest.raises(UsageError, match="endpoint name"):
+        DeploySpec("bad_name", IMAGE, "s3://bucket/m/", ROLE).validate()

@@ -1,8 +1,8 @@
 # The front door: every command in the README is a target here.
 #
-#   make serve      set up, package the example models and run the multi-model server
+#   make endpoint   set up, package the example models and serve them as a local SageMaker
+#                   multi-model endpoint on http://127.0.0.1:$(PORT)
 #   make test       set up, run ruff, mypy and hadolint, then every test
-#   make bench      (see issue tracker) benchmarks
 #
 # Variables: PYTHON (the interpreter that makes the venv), VENV, PORT.
 
@@ -14,7 +14,7 @@ PYTEST_FLAGS ?= -q
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve package lint test test-python clean
+.PHONY: setup package endpoint lint test test-python clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,9 @@ package: $(EXAMPLES)
 
 $(MODELS_DIR)/%.tar.gz: $(STAMP) $(wildcard code/image_classifier/*)
 	$(BIN)/mme package $* --output-dir $(MODELS_DIR)
+
+endpoint: $(EXAMPLES)
+	$(BIN)/mme endpoint --model-data-url $(MODELS_DIR) --port $(PORT)
 
 lint: $(STAMP) hadolint
 	$(BIN)/ruff check container tests code docker scripts

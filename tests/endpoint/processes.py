@@ -1,0 +1,142 @@
+"""Real processes for the endpoint tests: `mme endpoint`, `mme serve`, and moto's S3 server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+from botocore.config import Config
+
+from mme.endpoint.command import free_port
+from tests.server_process import wait_for_ping
+
+REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def base_env() -> dict[str, str]:
+    """The environment of every server the tests start: dummy AWS, one thread, no proxy."""
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "MME_NUM_THREADS": "1",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                 "https_proxy"):
+        env.pop(name, None)
+    return env
+
+
+class ServerProcess:
+    """A `python -m mme.cli ...` child that answers /ping on its port; stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], port: int, log_path: Path) -> None:
+        self.args = args
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str], timeout_s: float = 180) -> ServerProcess:
+        """Start it and wait until /ping answers."""
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "mme.cli", *self.args],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_ping(self.url, self.process, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self) -> str:
+        """Everything it printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 40) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class Endpoint(ServerProcess):
+    """`mme endpoint` with the given options, on a free port."""
+
+    def __init__(self, name: str, options: list[str], log_path: Path) -> None:
+        port = free_port()
+        super().__init__(["endpoint", "--endpoint-name", name, "--port", str(port), *options],
+                         port, log_path)
+        self.name = name
+
+    def client(self, **config: Any) -> Any:
+        """The real boto3 sagemaker-runtime client, pointed at this endpoint."""
+        settings = {"read_timeout": 120, "retries": {"mode": "standard", "max_attempts": 3},
+                    **config}
+        return boto3.client("sagemaker-runtime", region_name=REGION, endpoint_url=self.url,
+                            config=Config(**settings), **DUMMY_CREDENTIALS)
+
+    def metrics(self) -> dict[str, float]:
+        """GET /metrics as {sample name: value}, labels dropped (responses keep their code)."""
+        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            sample, value = line.rsplit(" ", 1)
+            name, _, labels = sample.partition("{")
+            if 'code="' in labels:
+                name += "_" + labels.split('code="')[1].split('"')[0]
+            values[name] = float(value)
+        return values
+
+    def call_lines(self, target_model: str) -> list[str]:
+        """The per-call log lines for one TargetModel."""
+        return [line for line in self.log().splitlines()
+                if "invocation request_id=" in line and f"target_model={target_model!r}" in line]
+
+
+class ContainerProcess(ServerProcess):
+    """`mme serve` (MMS in multi-model mode) on a free port."""
+
+    def __init__(self, log_path: Path) -> None:
+        super().__init__(["serve"], free_port(), log_path)
+
+    def start_serving(self, timeout_s: float = 180) -> ContainerProcess:
+        """Start MMS with SAGEMAKER_BIND_TO_PORT set to our port."""
+        self.start({**base_env(), "SAGEMAKER_BIND_TO_PORT": str(self.port)}, timeout_s)
+        return self
+
+    def models_under(self, folder: Path) -> dict[str, str]:
+        """{modelName: modelUrl} of the loaded models whose folder is under ``folder``."""
+        answer = requests.get(f"{self.url}/models", timeout=10)
+        answer.raise_for_status()
+        return {model["modelName"]: model["modelUrl"] for model in answer.json()["models"]
+                if model["modelUrl"].startswith(f"{folder}/")}
+
+    def unload_under(self, folder: Path) -> None:
+        """Unload what an endpoint left loaded (SageMaker would keep it; tests must not)."""
+        for name in self.models_under(folder):
+            requests.delete(f"{self.url}/models/{name}", timeout=130)
+
+
+def wait_until(condition: Any, timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout_s`` passes; returns the last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())

@@ -1,0 +1,245 @@
+"""The real boto3 client against `mme endpoint --container-url`, models in a local folder.
+
+All endpoints here front one real `mme serve` container; each has its own models
+folder and cache, so the container's GET /models shows what each one loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.endpoint.archives import INPUT, expected_output
+from tests.endpoint.conftest import SCALES
+from tests.endpoint.processes import ContainerProcess, Endpoint, base_env, wait_until
+from tests.model_builders import jpeg_bytes
+
+pytestmark = pytest.mark.server
+
+PAYLOAD = json.dumps(INPUT).encode()
+NAME = "local-endpoint"
+
+MakeEndpoint = Callable[..., Endpoint]
+
+
+@pytest.fixture
+def make_endpoint(tmp_path: Path, archives: dict[str, Path],
+                  container: ContainerProcess) -> Iterator[MakeEndpoint]:
+    """Start `mme endpoint` over a folder holding ``models``, fronting the shared container."""
+    started: list[Endpoint] = []
+
+    def make(models: list[str], *options: str) -> Endpoint:
+        folder = tmp_path / "models"
+        for name in models:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(archives[name], folder / name)
+        cache = tmp_path / "cache"
+        endpoint = Endpoint(NAME, ["--model-data-url", str(folder), "--cache-dir", str(cache),
+                                   "--container-url", container.url,
+                                   "--container-models-dir", str(cache), *options],
+                            tmp_path / "endpoint.log")
+        started.append(endpoint)
+        endpoint.cache = cache  # type: ignore[attr-defined]
+        return endpoint.start(base_env())  # type: ignore[return-value]
+
+    try:
+        yield make
+    finally:
+        for endpoint in started:
+            code = endpoint.stop()
+            container.unload_under(tmp_path / "cache")
+            assert code == 0, endpoint.log()[-3000:]
+
+
+def _invoke(endpoint: Endpoint, target: str) -> Any:
+    answer = endpoint.client().invoke_endpoint(
+        EndpointName=endpoint.name, TargetModel=target, ContentType="application/json",
+        Accept="application/json", Body=PAYLOAD)
+    return json.loads(answer["Body"].read())
+
+
+def _model_id(endpoint: Endpoint, target: str) -> str:
+    """The container's name for ``target``, from the endpoint's own log line."""
+    found = re.findall(rf"loaded {re.escape(target)} as ([0-9a-f]+)", endpoint.log())
+    assert found, f"no load of {target} in the log"
+    return str(found[-1])
+
+
+def _loaded(container: ContainerProcess, endpoint: Endpoint) -> set[str]:
+    return set(container.models_under(endpoint.cache))  # type: ignore[attr-defined]
+
+
+def test_local_folder_miss_then_hit(make_endpoint: MakeEndpoint) -> None:
+    endpoint = make_endpoint(["b.tar.gz"])
+
+    answers = [_invoke(endpoint, "b.tar.gz") for _ in range(2)]
+
+    assert answers == [expected_output(SCALES["b.tar.gz"])] * 2
+    metrics = endpoint.metrics()
+    assert (metrics["ModelCacheHit_sum"], metrics["ModelCacheHit_count"]) == (1, 2)
+    assert metrics["ModelDownloadingTime_count"] == 1
+    assert metrics["ModelLoadingTime_count"] == 1
+    assert metrics["LoadedModelCount"] == 1
+
+
+def test_a_model_the_container_lost_is_loaded_again(
+        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    endpoint = make_endpoint(["b.tar.gz"])
+    _invoke(endpoint, "b.tar.gz")
+    # The container forgets the model behind the endpoint's back (as after a restart).
+    lost = requests.delete(f"{container.url}/models/{_model_id(endpoint, 'b.tar.gz')}",
+                           timeout=130)
+    assert lost.status_code == 200
+
+    assert _invoke(endpoint, "b.tar.gz") == expected_output(SCALES["b.tar.gz"])
+
+    metrics = endpoint.metrics()
+    assert metrics["ModelLoadingTime_count"] == 2  # invoke got 404: loaded again, once
+    assert metrics["ModelDownloadingTime_count"] == 1  # from the disk cache
+    assert metrics["mme_endpoint_responses_total_200"] == 2
+
+
+def test_max_loaded_models_evicts_the_least_recently_used(
+        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1")
+
+    for target in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
+        assert _invoke(endpoint, target) == expected_output(SCALES[target])
+        assert _loaded(container, endpoint) == {_model_id(endpoint, target)}
+
+    metrics = endpoint.metrics()
+    assert metrics["ModelUnloadingTime_count"] == 2
+    assert metrics["LoadedModelCount"] == 1
+    assert "unloaded a.tar.gz" in endpoint.log() and "unloaded b.tar.gz" in endpoint.log()
+    # Back to the first: loaded again from the disk cache, without a download.
+    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    metrics = endpoint.metrics()
+    assert metrics["ModelDownloadingTime_count"] == 3
+    assert metrics["ModelLoadingTime_count"] == 4
+    assert metrics["ModelCacheHit_sum"] == 0
+    assert _loaded(container, endpoint) == {_model_id(endpoint, "a.tar.gz")}
+
+
+def test_the_disk_cache_is_bounded(make_endpoint: MakeEndpoint) -> None:
+    # No disk budget: an unloaded model is deleted as soon as another archive arrives.
+    endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1",
+                             "--cache-max-mb", "0")
+    cache: Path = endpoint.cache  # type: ignore[attr-defined]
+    for target in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
+        _invoke(endpoint, target)
+
+    on_disk = {p.name for p in cache.iterdir() if not p.name.startswith(".")}
+    assert _model_id(endpoint, "a.tar.gz") not in on_disk
+    assert _model_id(endpoint, "c.tar.gz") in on_disk
+    assert "removed a.tar.gz from the disk cache" in endpoint.log()
+    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert endpoint.metrics()["ModelDownloadingTime_count"] == 4  # a came from the store again
+
+
+def test_out_of_memory_unloads_the_least_recently_used_and_retries(
+        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "oom-once.tar.gz"])
+    _invoke(endpoint, "a.tar.gz")
+    _invoke(endpoint, "b.tar.gz")
+
+    # Its first LOAD answers 507 (model_fn raises MemoryError): a goes, then the retry works.
+    assert _invoke(endpoint, "oom-once.tar.gz") == expected_output(SCALES["oom-once.tar.gz"])
+
+    assert _loaded(container, endpoint) == {_model_id(endpoint, "b.tar.gz"),
+                                            _model_id(endpoint, "oom-once.tar.gz")}
+    assert "unloaded a.tar.gz" in endpoint.log()
+    assert "unloaded b.tar.gz" not in endpoint.log()
+    assert "unload_us=" in endpoint.call_lines("oom-once.tar.gz")[0]
+    metrics = endpoint.metrics()
+    assert metrics["ModelUnloadingTime_count"] == 1
+    assert metrics["LoadedModelCount"] == 2
+
+
+def test_model_cache_disabled_unloads_and_deletes_after_each_call(
+        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    endpoint = make_endpoint(["disabled.tar.gz"], "--model-cache-setting", "Disabled")
+    cache: Path = endpoint.cache  # type: ignore[attr-defined]
+
+    def gone() -> bool:
+        return not _loaded(container, endpoint) and not any(
+            p.is_dir() and not p.name.startswith(".") for p in cache.iterdir())
+
+    for _ in range(2):
+        assert _invoke(endpoint, "disabled.tar.gz") == expected_output(SCALES["disabled.tar.gz"])
+        assert wait_until(gone, timeout_s=60)
+
+    metrics = endpoint.metrics()
+    assert metrics["ModelDownloadingTime_count"] == 2
+    assert metrics["ModelUnloadingTime_count"] == 2
+    assert metrics["ModelCacheHit_sum"] == 0
+
+
+def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
+        make_endpoint: MakeEndpoint) -> None:
+    # slow.tar.gz sleeps 8 s in model_fn; calls wait 2 s for a load.
+    endpoint = make_endpoint(["slow.tar.gz"], "--invocation-timeout", "2")
+    client = endpoint.client()
+
+    with pytest.raises(client.exceptions.ModelNotReadyException) as caught:
+        _invoke(endpoint, "slow.tar.gz")
+
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    answer = None
+    deadline = time.monotonic() + 180
+    while answer is None and time.monotonic() < deadline:
+        try:
+            answer = _invoke(endpoint, "slow.tar.gz")
+        except client.exceptions.ModelNotReadyException:
+            time.sleep(1)
+    assert answer == expected_output(SCALES["slow.tar.gz"])
+    metrics = endpoint.metrics()
+    assert metrics["ModelLoadingTime_count"] == 1  # the retries joined the same load
+    assert metrics["ModelDownloadingTime_count"] == 1
+    assert metrics["mme_endpoint_responses_total_429"] >= 1
+
+
+@pytest.fixture(scope="module")
+def resnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """resnet_18.tar.gz as `mme package resnet_18` builds it (random weights: no internet)."""
+    folder = tmp_path_factory.mktemp("resnet")
+    built = subprocess.run([sys.executable, "-m", "mme.cli", "package", "resnet_18", "-o",
+                            str(folder)], env=base_env(), capture_output=True, timeout=300)
+    assert built.returncode == 0, built.stdout.decode() + built.stderr.decode()
+    assert (folder / "resnet_18.tar.gz").is_file()
+    return folder
+
+
+def test_resnet_18_answers_the_top_5_through_boto3(
+        resnet_folder: Path, tmp_path: Path, container: ContainerProcess) -> None:
+    cache = tmp_path / "cache"
+    endpoint = Endpoint(NAME, ["--model-data-url", str(resnet_folder), "--cache-dir",
+                               str(cache), "--container-url", container.url,
+                               "--container-models-dir", str(cache)], tmp_path / "ep.log")
+    endpoint.start(base_env())
+    try:
+        client = endpoint.client()
+        answers = [json.loads(client.invoke_endpoint(
+            EndpointName=NAME, TargetModel="resnet_18.tar.gz", ContentType="application/x-image",
+            Accept="application/json", Body=jpeg_bytes())["Body"].read()) for _ in range(2)]
+    finally:
+        code = endpoint.stop()
+        container.unload_under(cache)
+    assert code == 0
+    top5 = answers[0]
+    assert answers[1] == top5
+    assert len(top5) == 5
+    assert all(set(item) == {"class", "probability"} for item in top5)
+    probabilities = [item["probability"] for item in top5]
+    assert probabilities == sorted(probabilities, reverse=True)
+    lines = endpoint.call_lines("resnet_18.tar.gz")
+    assert ["cache_hit=0" in lines[0], "cache_hit=1" in lines[1]] == [True, True]

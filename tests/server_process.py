@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,24 +12,7 @@ from pathlib import Path
 import psutil
 import requests
 
-MMS_PORT_LIMIT = 32766
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on now, below MMS's limit.
-
-    The kernel's ephemeral range usually starts above 32766, so ports are drawn from
-    below it instead of asking for port 0.
-    """
-    for _ in range(1000):
-        port = random.randint(20000, MMS_PORT_LIMIT)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32767")
+from mme.ports import free_port
 
 
 def wait_for_ping(url: str, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +11,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from mme.aws.session import AwsTarget, Client
+from mme.ports import free_port
 from tests.aws.aws_cli import REGION
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +54,7 @@ def aws_env(aws_files: Path) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def moto_url(aws_env: dict[str, str]) -> Iterator[str]:
     """The URL of a moto server that plays S3, SageMaker and Application Auto Scaling."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

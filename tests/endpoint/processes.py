@@ -14,7 +14,7 @@ import boto3
 import requests
 from botocore.config import Config
 
-from mme.endpoint.command import free_port
+from mme.ports import free_port
 from tests.server_process import wait_for_ping
 
 REGION = "us-east-1"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mme.endpoint.command import free_port
+from mme.ports import free_port
 from tests.endpoint.processes import base_env
 
 

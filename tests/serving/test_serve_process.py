@@ -14,8 +14,9 @@ import psutil
 import pytest
 import requests
 
+from mme.ports import free_port
 from tests.model_builders import expected_linear, make_model_dir
-from tests.server_process import NativeServer, free_port
+from tests.server_process import NativeServer
 
 TIMEOUT = 120
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,7 +20,8 @@ from mme.endpoint.errors import EndpointError
 from mme.endpoint.extraction import ExtractionLimits
 from mme.endpoint.metrics import Metrics
 from mme.endpoint.registry import ModelRegistry, RegistryConfig, clean_models_root
-from mme.settings import MAX_MMS_PORT, MIB
+from mme.ports import free_port
+from mme.settings import MIB
 
 if TYPE_CHECKING:
     from mme.server import ModelServer
@@ -32,7 +31,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = ".work/endpoint"
 DEFAULT_ENDPOINT_NAME = "local-mme"
 WATCH_INTERVAL_S = 1.0
-FIRST_PORT = 20000
 
 
 class StartupError(RuntimeError):
@@ -114,24 +112,6 @@ def _add_cache_options(parser: argparse.ArgumentParser) -> None:
                         default="Enabled",
                         help="MultiModelConfig.ModelCacheSetting: Disabled unloads and deletes "
                         "each model right after its call (default Enabled)")
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on now, at most 32766 (MMS refuses higher ones).
-
-    Asking the kernel for port 0 does not do: its ephemeral range usually starts above
-    32766, so random ports from below the limit are tried instead.
-    """
-    chooser = random.Random()
-    for _ in range(200):
-        port = chooser.randint(FIRST_PORT, MAX_MMS_PORT)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))  # MMS binds every address
-            except OSError:
-                continue
-        return port
-    raise OSError(f"found no free port in {FIRST_PORT}..{MAX_MMS_PORT}")
 
 
 def _check_args(args: argparse.Namespace) -> None:

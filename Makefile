@@ -38,6 +38,7 @@ endpoint: $(EXAMPLES)
 lint: $(STAMP) hadolint
 	$(BIN)/ruff check container tests code docker scripts
 	$(BIN)/mypy
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 
 test-python: $(STAMP)
 	$(BIN)/pytest $(PYTEST_FLAGS)

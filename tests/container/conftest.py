@@ -18,6 +18,16 @@ SERVER_ENV = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1", "SAGEMAKER_MODEL_SERVER_TIMEOU
 EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "code" / "image_classifier"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Image-only tests run only with ``--target image``; otherwise they are deselected."""
+    if config.getoption("--target") == "image":
+        return
+    image_only = [item for item in items if item.get_closest_marker("image")]
+    if image_only:
+        config.hook.pytest_deselected(items=image_only)
+        items[:] = [item for item in items if item not in image_only]
+
+
 def server_class(config: pytest.Config) -> Any:
     """NativeServer, or the image's drop-in replacement with ``--target image``."""
     if config.getoption("--target") == "image":

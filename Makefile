@@ -3,6 +3,7 @@
 #   make endpoint   set up, package the example models and serve them as a local SageMaker
 #                   multi-model endpoint on http://127.0.0.1:$(PORT)
 #   make test       set up, run ruff, mypy and hadolint, then every test
+#   make bench      stock vs pre-forked workers, side by side (bench/results/)
 #
 # Variables: PYTHON (the interpreter that makes the venv), VENV, PORT.
 
@@ -49,3 +50,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 include mk/image.mk
+include mk/bench.mk

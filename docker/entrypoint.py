@@ -22,7 +22,8 @@ from types import FrameType
 
 from retrying import retry
 
-DEFAULT_PORT = 8080
+from mme.settings import Settings, SettingsError
+
 RETRY_WAIT_MS = 2000
 POLL_S = 0.2
 PING_EVERY_S = 0.5
@@ -34,13 +35,6 @@ USAGE_EXIT = 2  # argparse and configuration errors: retrying cannot help
 def say(message: str) -> None:
     """One line on stderr, marked as ours."""
     print(f"entrypoint: {message}", file=sys.stderr, flush=True)
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, "").strip() or default)
-    except ValueError:
-        return default
 
 
 def _answers_ping(port: int) -> bool:
@@ -67,12 +61,12 @@ class StartFailedError(Exception):
 class Supervisor:
     """Runs ``mme serve`` as a child, passes signals on and reaps every zombie (we are PID 1)."""
 
-    def __init__(self, serve_args: Sequence[str]) -> None:
+    def __init__(self, serve_args: Sequence[str], settings: Settings) -> None:
         self.serve_args = list(serve_args)
-        self.port = _env_int("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)
+        self.port = settings.port
         self.child: subprocess.Popen[bytes] | None = None
         self.stop_requested_at: float | None = None
-        self.attempts = max(1, _env_int("MME_START_ATTEMPTS", 3))
+        self.attempts = settings.start_attempts
         self.attempt = 0
 
     def on_signal(self, signo: int, _frame: FrameType | None) -> None:
@@ -159,7 +153,12 @@ def main(argv: Sequence[str]) -> int:
     """Dispatch on the first argument: ``serve`` or a command to run."""
     if argv and argv[0] != "serve":
         return run_command(argv)
-    supervisor = Supervisor(argv[1:])
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        say(f"configuration error: {exc}")
+        return USAGE_EXIT
+    supervisor = Supervisor(argv[1:], settings)
     for signo in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signo, supervisor.on_signal)
     return supervisor.serve()

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +18,20 @@ import urllib.request
 from importlib import resources
 from types import FrameType
 
+import mms
 from sagemaker_inference import model_server
 
+from mme.prefork.zygote_process import ZygoteError, ZygoteProcess
 from mme.settings import Settings
 from mme.stale_models import StaleModelSweeper
+from mme.worker_guard import busy_workers
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HANDLER_SERVICE = "mme.handler_service:handle"
 STOP_GRACE_S = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
+DRAIN_LIMIT_S = 15.0  # of the grace, what the requests in flight may use before MMS stops
+DRAIN_SETTLE_POLLS = 3  # no worker busy this many polls in a row: nothing is in flight
 POLL_INTERVAL_S = 0.2
 
 _LOG4J_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN"}
@@ -77,13 +83,32 @@ def _log4j_level(level: int) -> str:
     return _LOG4J_LEVELS.get(level, "ERROR" if level < logging.CRITICAL else "FATAL")
 
 
-def _mms_command(config_file: str, log_config: str) -> list[str]:
-    # The launcher beside our interpreter, so that a venv works without being on PATH.
-    launcher = os.path.join(os.path.dirname(sys.executable), "multi-model-server")
-    if not os.path.exists(launcher):
-        launcher = shutil.which("multi-model-server") or launcher
-    return [launcher, "--start", "--foreground", "--model-store", "/",
-            "--mms-config", config_file, "--log-config", log_config]
+def _java_command(python: str, config_file: str, log_config: str, env: dict[str, str]) -> list[str]:
+    """The command MMS's own launcher (mms/model_server.py) would run, with our ``--python``.
+
+    We start Java ourselves because that launcher always passes its own interpreter as
+    the workers' Python; in prefork mode the workers' Python is our launcher.
+    """
+    mms_home = os.path.dirname(os.path.dirname(os.path.realpath(mms.__file__)))
+    java_home = env.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else "java"
+    command = [java, f"-Dmodel_server_home={mms_home}",
+               f"-Dlog4j.configurationFile=file://{os.path.realpath(log_config)}",
+               f"-Djava.io.tmpdir={env['TEMP']}"]
+    return [*command, "-cp", f".:{os.path.join(mms_home, 'mms', 'frontend', '*')}",
+            "com.amazonaws.ml.mms.ModelServer", "--python", python,
+            "-f", config_file, "-s", "/"]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        # As MMS does: connections of an earlier server in TIME_WAIT do not block the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
 
 
 def _healthy(port: int) -> bool:
@@ -102,13 +127,22 @@ class ModelServer:
         self.handler_service = handler_service
         self.process: subprocess.Popen[bytes] | None = None
         self._stop_requested_at: float | None = None
+        self._terminated = False
+        self._idle_polls = 0
+        self._drain_announced = False
         # Short, because MMS puts unix sockets here (their paths are limited to ~108 bytes).
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
         self._sweeper = StaleModelSweeper(f"http://127.0.0.1:{settings.port}", self.temp_dir)
+        self._zygote = _zygote_for(settings, self.temp_dir)
 
     def start(self) -> None:
         """Start MMS and return once ``/ping`` answers; raise ServerStartError otherwise."""
         handler, handler_dir = resolve_handler(self.handler_service)
+        if _port_in_use(self.settings.port):
+            # Checked first: another server's /ping would otherwise pass for ours.
+            raise ServerStartError(
+                f"port {self.settings.port} is in use (SAGEMAKER_BIND_TO_PORT)"
+            )
         config_file = os.path.join(self.temp_dir, "mms.properties")
         with open(config_file, "w", encoding="utf-8") as out:
             out.write(mms_properties(self.settings, handler))
@@ -119,15 +153,29 @@ class ModelServer:
         env["MME_LOG4J_LEVEL"] = _log4j_level(self.settings.log_level)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         os.makedirs(env["LOG_LOCATION"], exist_ok=True)
-        logger.info("starting MMS on port %d (handler %s, temp %s)",
-                    self.settings.port, self.handler_service, self.temp_dir)
+        logger.info("starting MMS on port %d (handler %s, %s workers, temp %s)",
+                    self.settings.port, self.handler_service, self.settings.worker_mode,
+                    self.temp_dir)
+        python = self._zygote.launcher if self._zygote else sys.executable
         try:
+            # Its own session: the process group that request_stop and stop signal.
             self.process = subprocess.Popen(
-                _mms_command(config_file, log_config), env=env, start_new_session=True
+                _java_command(python, config_file, log_config, env), env=env,
+                start_new_session=True,
             )
         except OSError as exc:
-            raise ServerStartError(f"cannot run multi-model-server: {exc}") from exc
-        self._wait_until_healthy()
+            raise ServerStartError(f"cannot run Java for MMS: {exc}") from exc
+        try:
+            if self._zygote:
+                self._zygote.start(env)
+            self._wait_until_healthy()
+        except ZygoteError as exc:
+            raise ServerStartError(str(exc)) from exc
+
+    def _workers_ready(self) -> bool:
+        # In prefork mode the server is not reported healthy until the zygote is ready:
+        # a LOAD before then waits for the zygote's imports (MMS's own /ping answers earlier).
+        return self._zygote is None or self._zygote.ready()
 
     def _wait_until_healthy(self) -> None:
         assert self.process is not None
@@ -139,7 +187,7 @@ class ModelServer:
                     f"MMS exited with code {code} before answering /ping on port "
                     f"{self.settings.port} (is the port in use, or Java 17 missing?)"
                 )
-            if _healthy(self.settings.port):
+            if _healthy(self.settings.port) and self._workers_ready():
                 logger.info("MMS is healthy on http://127.0.0.1:%d", self.settings.port)
                 self._sweeper.start()
                 return
@@ -157,21 +205,42 @@ class ModelServer:
         return self._stop_requested_at is not None
 
     def request_stop(self) -> None:
-        """Send SIGTERM to the whole process group (Java and every worker); safe in a handler."""
+        """Ask for a stop; :meth:`wait` carries it out. Safe in a signal handler."""
         if self._stop_requested_at is None and self.process is not None:
             self._stop_requested_at = time.monotonic()
-            _signal_group(self.process.pid, signal.SIGTERM)
 
     def wait(self) -> int:
-        """Block until MMS exits, killing it once a requested stop outlasts the grace period."""
+        """Block until MMS exits; once a stop is requested, drain, then SIGTERM, then SIGKILL."""
         assert self.process is not None
         while (code := self.process.poll()) is None:
             started = self._stop_requested_at
-            if started is not None and time.monotonic() - started > STOP_GRACE_S:
-                logger.warning("MMS did not stop within %.0f s; killing it", STOP_GRACE_S)
-                _signal_group(self.process.pid, signal.SIGKILL)
+            if started is not None:
+                self._advance_stop(time.monotonic() - started)
             time.sleep(POLL_INTERVAL_S)
         return code
+
+    def _advance_stop(self, elapsed_s: float) -> None:
+        assert self.process is not None
+        if not self._terminated:
+            # MMS resets the connections of requests in flight when it gets SIGTERM, so
+            # the group gets it only once no worker is busy (or the drain time is up).
+            if self._drained() or elapsed_s > DRAIN_LIMIT_S:
+                if elapsed_s > DRAIN_LIMIT_S:
+                    logger.warning("requests still in flight after %.0f s; stopping anyway",
+                                   DRAIN_LIMIT_S)
+                self._terminated = True
+                _signal_group(self.process.pid, signal.SIGTERM)
+        elif elapsed_s > STOP_GRACE_S:
+            logger.warning("MMS did not stop within %.0f s; killing it", STOP_GRACE_S)
+            _signal_group(self.process.pid, signal.SIGKILL)
+
+    def _drained(self) -> bool:
+        busy = busy_workers(self.temp_dir)
+        if busy and not self._drain_announced:
+            self._drain_announced = True
+            logger.info("waiting for %d busy worker(s) to finish before stopping", len(busy))
+        self._idle_polls = 0 if busy else self._idle_polls + 1
+        return self._idle_polls >= DRAIN_SETTLE_POLLS
 
     def stop(self) -> None:
         """Stop MMS, kill any worker left behind, and remove the temp folder."""
@@ -180,7 +249,19 @@ class ModelServer:
             self.request_stop()
             self.wait()
             _signal_group(self.process.pid, signal.SIGKILL)
+        if self._zygote:
+            self._zygote.stop()  # its own process group: the workers forked from it
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _zygote_for(settings: Settings, temp_dir: str) -> ZygoteProcess | None:
+    if settings.worker_mode != "prefork":
+        return None
+    try:
+        return ZygoteProcess(temp_dir)
+    except ZygoteError as exc:
+        logger.warning("%s; running stock workers instead", exc)
+        return None
 
 
 def _signal_group(pgid: int, signo: int) -> None:
@@ -200,6 +281,7 @@ def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) ->
     try:
         server.start()
         code = server.wait()
+        stopped = server.stop_requested  # read before stop(), which requests one itself
     except ServerStartError as exc:
         if server.stop_requested:
             return 0
@@ -209,8 +291,8 @@ def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) ->
         server.stop()
         for signo, handler in previous.items():
             signal.signal(signo, handler)
-    if server.stop_requested:
+    if stopped:
         logger.info("model server stopped")
         return 0
     logger.error("MMS exited unexpectedly with code %d", code)
-    return code or 1
+    return 128 - code if code < 0 else code or 1  # killed by signal N: 128 + N, as shells say

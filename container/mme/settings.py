@@ -52,6 +52,48 @@ def _program(env: Mapping[str, str], name: str) -> str:
     return module
 
 
+def _absolute_dir(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    # Workers run with the model's folder as their working directory: a relative path
+    # would point somewhere else for every model.
+    if not os.path.isabs(raw):
+        raise SettingsError(f"{name}={raw!r} must be an absolute path")
+    return raw
+
+
+REQUIREMENTS_TIMEOUT_VAR = "MME_REQUIREMENTS_TIMEOUT_SECONDS"
+LOAD_MARGIN_S = 5  # left of the LOAD's time for model_fn once the install is done
+
+
+def _requirements_timeout(env: Mapping[str, str], timeout_var: str, response_timeout_s: int) -> int:
+    # The install runs inside the LOAD, which MMS abandons after the response timeout:
+    # a longer install limit could never take effect, so it is refused rather than ignored.
+    if not env.get(REQUIREMENTS_TIMEOUT_VAR, "").strip():
+        return max(1, response_timeout_s - LOAD_MARGIN_S)
+    value = _integer(env, REQUIREMENTS_TIMEOUT_VAR, 0, 1, 3600)
+    if value >= response_timeout_s:
+        raise SettingsError(
+            f"{REQUIREMENTS_TIMEOUT_VAR}={value} must be less than {timeout_var}="
+            f"{response_timeout_s}: the install runs inside the LOAD, which MMS gives up on then"
+        )
+    return value
+
+
+WORKER_MODES = ("prefork", "stock")
+
+
+def _worker_mode(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip().lower() or WORKER_MODES[0]
+    if raw not in WORKER_MODES:
+        raise SettingsError(
+            f"{name}={raw!r} is not a worker mode: use prefork (workers forked from a warm, "
+            "pre-imported parent) or stock (a fresh Python interpreter per worker, as MMS does)"
+        )
+    return raw
+
+
 def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -70,8 +112,12 @@ class Settings:
     program_module: str = "inference"
     num_threads: int = 1
     startup_timeout_s: int = 600
+    start_attempts: int = 3
     handler_service: str = ""
     server_temp_dir: str = ""
+    requirements_dir: str = ""
+    requirements_timeout_s: int = 0
+    worker_mode: str = WORKER_MODES[0]
     passthrough_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -79,24 +125,32 @@ class Settings:
         """Build the settings from ``env`` (default: ``os.environ``), validating each value."""
         env = os.environ if env is None else env
         timeout_var = (
-            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
-            if env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "").strip()
-            else "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # read as seconds: MMS would read minutes
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT"  # read as seconds: MMS would read minutes
+            if env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", "").strip()
+            and not env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "").strip()
+            else "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
         )
         threads_default = _integer(env, "OMP_NUM_THREADS", _available_cpus(), 1, 1024)
+        response_timeout_s = _integer(env, timeout_var, 60, 1, 3600)
+        base_dir = env.get("SAGEMAKER_BASE_DIR", "").strip() or "/opt/ml"
         return cls(
             port=_integer(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, MAX_MMS_PORT),
             workers_per_model=_integer(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64),
-            response_timeout_s=_integer(env, timeout_var, 60, 1, 3600),
+            response_timeout_s=response_timeout_s,
             max_payload_bytes=_integer(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 2047) * MIB,
             job_queue_size=_integer(env, "MME_JOB_QUEUE_SIZE", 100, 1, 100_000),
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
-            base_dir=env.get("SAGEMAKER_BASE_DIR", "").strip() or "/opt/ml",
+            base_dir=base_dir,
             program_module=_program(env, "SAGEMAKER_PROGRAM"),
             num_threads=_integer(env, "MME_NUM_THREADS", threads_default, 1, 1024),
             startup_timeout_s=_integer(env, "SAGEMAKER_STARTUP_TIMEOUT", 600, 1, 3600),
+            start_attempts=_integer(env, "MME_START_ATTEMPTS", 3, 1, 20),
             handler_service=env.get("SAGEMAKER_HANDLER", "").strip(),
             server_temp_dir=env.get("MME_SERVER_TEMP_DIR", "").strip(),
+            requirements_dir=_absolute_dir(env, "MME_REQUIREMENTS_DIR",
+                                           os.path.join(base_dir, "model-deps")),
+            requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
+            worker_mode=_worker_mode(env, "MME_WORKER_MODE"),
             passthrough_env=dict(env),
         )
 

@@ -1,4 +1,7 @@
-"""Unregisters the models that MMS leaves registered without workers after a 507 LOAD.
+"""Unregisters the models that MMS leaves registered without workers after a failed LOAD.
+
+It happens after a 507 LOAD, and can after a LOAD that MMS gave up on for time (a
+``model_fn`` that hangs; see :mod:`mme.worker_guard`, which reports those).
 
 When a worker answers a LOAD with "out of memory", MMS 1.1.11 sends the 507 and then
 interrupts its own clean-up: the model stays registered with no worker, so the LOAD
@@ -71,7 +74,7 @@ class StaleModelSweeper(threading.Thread):
             return True
         if not workers:
             self._request("DELETE", name)
-            logger.info("unregistered %s: its LOAD failed for lack of memory", name)
+            logger.info("unregistered %s: MMS left it without workers after a failed LOAD", name)
             return True
         return age_s > MARKER_EXPIRY_S  # loaded again meanwhile: leave it alone
 

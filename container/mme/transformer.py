@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from sagemaker_inference import content_types, utils
@@ -48,6 +49,18 @@ class ModelTransformer(Transformer):
         """Import the user module and run ``model_fn`` (once per worker)."""
         self._model_dir = model_dir
         super().validate_and_initialize(model_dir=model_dir, context=context)
+
+    def _run_handler_function(self, func: Any, *argv: Any) -> Any:
+        # model_fn and the warm-up are phases of a LOAD: their times go to the worker log.
+        phase = ("model_fn" if func is self._model_fn
+                 else "warm-up" if func is self._model_warmup_fn else None)
+        if phase is None:
+            return super()._run_handler_function(func, *argv)
+        started = time.monotonic()
+        try:
+            return super()._run_handler_function(func, *argv)
+        finally:
+            logger.info("LOAD phase %s: %.1f ms", phase, (time.monotonic() - started) * 1000)
 
     def _validate_user_module_and_set_functions(self) -> None:
         if user_module_path(self._model_dir, self._environment.module_name) is None:

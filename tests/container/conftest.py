@@ -48,7 +48,8 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(request: pytest.FixtureRequest, models_root: Path) -> Iterator[Any]:
     """One running server for the whole suite."""
-    instance = server_class(request.config)(models_root, env=SERVER_ENV)
+    env = {**SERVER_ENV, "MME_WORKER_MODE": request.config.getoption("--worker-mode")}
+    instance = server_class(request.config)(models_root, env=env)
     instance.start()
     try:
         yield instance

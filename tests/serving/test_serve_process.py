@@ -57,7 +57,7 @@ def test_a_port_in_use_is_a_clear_failure(tmp_path: Path) -> None:
         busy.listen()
         result = run_serve({**_base_env(), "SAGEMAKER_BIND_TO_PORT": str(port)})
     assert result.returncode == 1
-    assert f"before answering /ping on port {port}" in result.stdout
+    assert f"port {port} is in use (SAGEMAKER_BIND_TO_PORT)" in result.stdout
     assert _orphans() == []
 
 

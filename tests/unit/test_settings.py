@@ -81,3 +81,41 @@ def test_worker_environment_isolates_the_temp_folder_and_sets_threads() -> None:
     assert env["SAGEMAKER_MULTI_MODEL"] == "true"
     assert env["SAGEMAKER_HANDLER"] == "mme.handler_service:handle"
     assert env["KEEP_ME"] == "yes"
+
+
+def test_requirements_folder_and_time_limit_defaults() -> None:
+    settings = Settings.from_env({"SAGEMAKER_BASE_DIR": "/srv/ml"})
+    assert settings.requirements_dir == "/srv/ml/model-deps"
+    assert settings.requirements_timeout_s == 55  # inside the 60 s that MMS allows a LOAD
+    short = Settings.from_env({"SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "3"})
+    assert short.requirements_timeout_s == 1
+
+
+def test_requirements_settings_are_read_from_their_variables() -> None:
+    settings = Settings.from_env({"MME_REQUIREMENTS_DIR": "/cache/deps",
+                                  "MME_REQUIREMENTS_TIMEOUT_SECONDS": "30"})
+    assert (settings.requirements_dir, settings.requirements_timeout_s) == ("/cache/deps", 30)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"MME_REQUIREMENTS_DIR": "deps"}, "must be an absolute path"),
+        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "0"}, "out of range"),
+        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "soon"}, "not an integer"),
+        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "60"},
+         "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS=60"),
+        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "90", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"},
+         "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT=90"),
+    ],
+)
+def test_bad_requirements_settings_fail_fast(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env(env)
+
+
+def test_worker_mode_is_prefork_unless_stock_is_asked_for() -> None:
+    assert Settings.from_env({}).worker_mode == "prefork"
+    assert Settings.from_env({"MME_WORKER_MODE": " Stock "}).worker_mode == "stock"
+    with pytest.raises(SettingsError, match="MME_WORKER_MODE='fast' is not a worker mode"):
+        Settings.from_env({"MME_WORKER_MODE": "fast"})

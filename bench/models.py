@@ -1,0 +1,72 @@
+"""The benchmark's model folders, laid out as SageMaker extracts model.tar.gz."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import torch
+import torchvision
+
+from mme.packaging import EXAMPLES, build_example
+
+EXAMPLE_CODE = Path(__file__).resolve().parents[1] / "code" / "image_classifier"
+
+# The example's code, imported under another name by a model_fn that loads a state_dict:
+# the same pre- and post-processing as the TorchScript variant.
+STATE_DICT_INFERENCE = '''
+import os
+
+import torch
+import torchvision
+
+from image_classifier import LABELS_FILE, Classifier, input_fn, output_fn, predict_fn
+
+__all__ = ["input_fn", "model_fn", "output_fn", "predict_fn"]
+
+
+def model_fn(model_dir):
+    network = torchvision.models.{builder}(weights=None)
+    state = torch.load(os.path.join(model_dir, "model.pth"), map_location="cpu",
+                       weights_only=True)
+    network.load_state_dict(state)
+    with open(LABELS_FILE, encoding="utf-8") as labels:
+        return Classifier(network.eval(), [line.strip() for line in labels if line.strip()])
+'''
+
+NOOP_INFERENCE = '''
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    return body, content_type
+'''
+
+
+def torchscript_model(name: str, staging: Path, target: Path) -> Path:
+    """The example ``name`` (resnet_18, resnet_152): TorchScript ``model.pt`` + code/."""
+    source = build_example(name, EXAMPLE_CODE, staging, pretrained=False)
+    shutil.copytree(source, target)
+    return target
+
+
+def state_dict_model(name: str, target: Path) -> Path:
+    """The example's network as a state_dict ``model.pth``, built by code/inference.py."""
+    builder = EXAMPLES[name]
+    code = target / "code"
+    shutil.copytree(EXAMPLE_CODE, code)
+    (code / "inference.py").rename(code / "image_classifier.py")
+    (code / "inference.py").write_text(textwrap.dedent(STATE_DICT_INFERENCE.format(
+        builder=builder)))
+    network = getattr(torchvision.models, builder)(weights=None)
+    torch.save(network.state_dict(), target / "model.pth")
+    return target
+
+
+def noop_model(target: Path) -> Path:
+    """A model whose worker answers with the request body: the serving stack's own cost."""
+    (target / "code").mkdir(parents=True)
+    (target / "code" / "inference.py").write_text(NOOP_INFERENCE)
+    return target

@@ -1,0 +1,176 @@
+"""`make bench`: stock MMS workers against pre-forked workers, side by side, in one run.
+
+    python -m bench.run [--repetitions 3] [--out bench/results] [--budget-mib 3072]
+
+Servers of both modes run one after the other, interleaved per repetition, so that a
+busy machine slows both alike; all traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import models, report
+from bench.floor import InProcess
+from bench.scenarios import JPEG, JSON, Payload, cold_load, memory_budget, throughput, warm_latency
+from bench.server import BenchServer
+from bench.stats import summary
+from tests.model_builders import jpeg_bytes
+
+MODES = ("stock", "prefork")
+CLIENTS = (1, 4, 16)
+NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
+        "are noisy; ratios within one run compare like with like.")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="server starts and cold LOADs per mode and model (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--budget-mib", type=float, default=3072.0,
+                        help="USS budget for counting loaded ResNet-18s (default 3072)")
+    parser.add_argument("--max-models", type=int, default=40,
+                        help="stop loading ResNet-18s at this many (default 40)")
+    parser.add_argument("--warm-requests", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=4.0,
+                        help="length of each throughput run (default 4)")
+    parser.add_argument("--skip-resnet-152", action="store_true", help="for a quick run")
+    return parser.parse_args(argv)
+
+
+def _build_models(root: Path, skip_152: bool) -> dict[str, Path]:
+    staging = root / "staging"
+    names = ["resnet_18"] + ([] if skip_152 else ["resnet_152"])
+    urls = {}
+    for name in names:
+        urls[f"{name} torchscript"] = models.torchscript_model(
+            name, staging, root / "models" / f"{name}-ts" / "model")
+        urls[f"{name} state_dict"] = models.state_dict_model(
+            name, root / "models" / f"{name}-sd" / "model")
+    urls["noop"] = models.noop_model(root / "models" / "noop" / "model")
+    return urls
+
+
+def _cold_rounds(args: argparse.Namespace, root: Path, urls: dict[str, Path],
+                 image: Payload) -> dict[str, dict[str, Any]]:
+    variants = [v for v in urls if v != "noop"]
+    raw: dict[str, dict[str, Any]] = {
+        m: {"start": [], "cold": {v: [] for v in variants}} for m in MODES}
+    for rep in range(args.repetitions):
+        for mode in MODES:
+            server = BenchServer(mode, root / "models", root, f"cold-{rep}")
+            try:
+                raw[mode]["start"].append(server.start())
+                for variant in variants:
+                    name = f"{variant.replace(' ', '-')}-{rep}"
+                    raw[mode]["cold"][variant].append(cold_load(server, name, urls[variant], image))
+                    print(f"  {mode} {variant} rep {rep}: {raw[mode]['cold'][variant][-1]}",
+                          flush=True)
+            finally:
+                server.stop()
+    return {m: {"start": _summaries(raw[m]["start"]),
+                "cold": {v: _summaries(raw[m]["cold"][v]) for v in variants}} for m in MODES}
+
+
+def _summaries(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {key: summary([run[key] for run in runs]) for key in runs[0]}
+
+
+def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
+            image: Payload) -> dict[str, Any]:
+    """Warm latency and throughput with both servers up, taking turns request by request
+    (latency) or run by run (throughput), so that a busy machine slows both alike."""
+    noop = Payload(b'{"ping": 1}', JSON)
+    servers = {mode: BenchServer(mode, root / "models", root, "steady") for mode in MODES}
+    try:
+        for server in servers.values():
+            server.start()
+            server.load("r18", urls["resnet_18 torchscript"])
+            server.load("noop", urls["noop"])
+        floor = InProcess(urls["resnet_18 torchscript"], image.body, image.content_type)
+        targets = {mode: partial(server.invoke, "r18", image.body, image.content_type)
+                   for mode, server in servers.items()}
+        warm = warm_latency({**targets, "floor": floor.once}, args.warm_requests)
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {} for m in MODES}
+        for model, name, payload in (("noop", "noop", noop), ("resnet_18", "r18", image)):
+            for mode in MODES:
+                runs[mode][model] = []
+            for turn, clients in enumerate(CLIENTS):
+                # Who goes first alternates, so that neither mode always follows the other.
+                order = MODES if turn % 2 == 0 else MODES[::-1]
+                for mode in order:
+                    runs[mode][model].append(
+                        throughput(servers[mode], name, payload, clients, args.seconds))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {"floor": warm["floor"],
+            **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES}}
+
+
+def _memory(args: argparse.Namespace, root: Path, url: Path, image: Payload,
+            mode: str) -> dict[str, Any]:
+    server = BenchServer(mode, root / "models", root, "memory")
+    try:
+        server.start()
+        budget = memory_budget(server, url, image, args.budget_mib, args.max_models)
+    finally:
+        server.stop()
+    return {"memory": _memory_summary(budget), "memory_raw": budget}
+
+
+def _memory_summary(budget: dict[str, Any]) -> dict[str, float]:
+    unloads = budget["unload"]
+    return {
+        "per_model_uss_mib": statistics.median(m["uss_mib"] for m in budget["per_model"]),
+        "per_model_pss_mib": statistics.median(m["pss_mib"] for m in budget["per_model"]),
+        "fixed_uss_mib": budget["fixed"]["uss_mib"],
+        "models_in_budget": budget["models_in_budget"],
+        "hit_limit": budget["hit_limit"],
+        "unload_s": statistics.median(u["unload_s"] for u in unloads),
+        "gone_s": statistics.median(u["processes_gone_s"] for u in unloads),
+        "freed_uss_mib": statistics.median(u["uss_freed_mib"] for u in unloads),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement for both modes; write bench/results/results.{json,md}."""
+    args = _arguments(argv)
+    started = time.monotonic()
+    image = Payload(jpeg_bytes(), JPEG)
+    results: dict[str, Any] = {"machine": report.machine(), "repetitions": args.repetitions,
+                               "budget_mib": args.budget_mib, "note": NOTE}
+    with tempfile.TemporaryDirectory(prefix="mme-bench-") as temp:
+        root = Path(temp)
+        root.chmod(0o755)
+        urls = _build_models(root, args.skip_resnet_152)
+        results["variants"] = [v for v in urls if v != "noop"]
+        print("cold starts ...", flush=True)
+        cold = _cold_rounds(args, root, urls, image)
+        print("warm latency and throughput ...", flush=True)
+        steady = _steady(args, root, urls, image)
+        results["floor"] = steady["floor"]
+        modes: dict[str, Any] = {}
+        for mode in MODES:
+            print(f"memory, {mode} ...", flush=True)
+            modes[mode] = {**cold[mode], **steady[mode],
+                           **_memory(args, root, urls["resnet_18 torchscript"], image, mode)}
+        results["modes"] = modes
+    results["seconds"] = time.monotonic() - started
+    json_path, md_path = report.write(results, args.out)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path} in {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

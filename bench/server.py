@@ -1,0 +1,95 @@
+"""One `mme serve` under test, in one worker mode, driven over loopback HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.server_process import NativeServer
+
+TIMEOUT_S = 300
+READY_LINE = "MMS is healthy on"  # `mme serve` logs it once /ping answers and workers can start
+
+
+class BenchServer:
+    """`mme serve` with ``MME_WORKER_MODE=mode``; times its start and each request."""
+
+    def __init__(self, mode: str, models_root: Path, log_dir: Path, tag: str) -> None:
+        self.mode = mode
+        self.native = NativeServer(models_root, env={"MME_WORKER_MODE": mode},
+                                   log_path=log_dir / f"serve-{mode}-{tag}.log")
+        self.session = requests.Session()
+
+    @property
+    def url(self) -> str:
+        """The server's base URL on 127.0.0.1."""
+        return self.native.url
+
+    def start(self) -> dict[str, float]:
+        """Start; seconds to MMS's /ping and to `mme serve` reporting itself ready."""
+        started = time.monotonic()
+        self.native.start(timeout_s=TIMEOUT_S)
+        ping_s = time.monotonic() - started
+        deadline = started + TIMEOUT_S
+        while READY_LINE not in self.native.log():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.mode} server never logged {READY_LINE!r}")
+            time.sleep(0.02)
+        return {"ping_s": ping_s, "ready_s": time.monotonic() - started}
+
+    def stop(self) -> None:
+        """SIGTERM the server (it stops everything it started)."""
+        self.session.close()
+        self.native.stop()
+
+    def load(self, name: str, url: Path) -> float:
+        """LOAD ``url`` as ``name``; the seconds the LOAD took (it must succeed)."""
+        started = time.monotonic()
+        answer = self.session.post(f"{self.url}/models", json={"model_name": name, "url": str(url)},
+                                   timeout=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+        if answer.status_code != 200:
+            raise RuntimeError(f"LOAD of {name} ({self.mode}) failed: {answer.text}")
+        return elapsed
+
+    def unload(self, name: str) -> float:
+        """UNLOAD ``name``; the seconds the request took."""
+        started = time.monotonic()
+        answer = self.session.delete(f"{self.url}/models/{name}", timeout=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+        if answer.status_code != 200:
+            raise RuntimeError(f"UNLOAD of {name} ({self.mode}) failed: {answer.text}")
+        return elapsed
+
+    def invoke(self, name: str, body: bytes, content_type: str,
+               session: requests.Session | None = None) -> float:
+        """One invocation; the seconds it took (it must answer 200)."""
+        started = time.monotonic()
+        answer = (session or self.session).post(
+            f"{self.url}/models/{name}/invoke", data=body, timeout=TIMEOUT_S,
+            headers={"Content-Type": content_type, "Accept": "application/json"})
+        elapsed = time.monotonic() - started
+        if answer.status_code != 200:
+            raise RuntimeError(f"invoke of {name} ({self.mode}) failed: {answer.text[:300]}")
+        return elapsed
+
+    def model_processes(self, name: str) -> list[psutil.Process]:
+        """The processes that exist because ``name`` is loaded (worker, its backend, launcher)."""
+        return [p for p in self.native.descendants() if _serves(p, name)]
+
+    def fixed_processes(self) -> list[psutil.Process]:
+        """The processes every server has, loaded models or not (Java; the zygote)."""
+        return [p for p in self.native.descendants() if not _serves(p, None)]
+
+
+def _serves(process: psutil.Process, name: str | None) -> bool:
+    try:
+        args = process.cmdline()
+    except psutil.Error:
+        return False
+    return any(a == "--model-name" and (name is None or b == name)
+               for a, b in itertools.pairwise(args))

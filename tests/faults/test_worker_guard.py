@@ -1,0 +1,64 @@
+"""The worker guard with real processes: a stuck worker ends, busy markers tell the truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+
+from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE, busy_workers, guarded
+from tests.faults.processes import eventually
+
+TIMEOUT_S = 120
+
+
+def guarded_python(work: str, after: str = "") -> subprocess.Popen[str]:
+    """A Python process that does ``work`` guarded with a 1 s limit, then ``after``."""
+    script = textwrap.dedent(f"""
+        import logging, time
+        from mme.worker_guard import guarded
+        logging.basicConfig(level=logging.INFO)
+        with guarded("the test work", 1, "", on_abandon=lambda: print("reported", flush=True)):
+            {work}
+        {after}
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_worker_that_outlives_the_limit_ends_itself_and_one_in_time_does_not() -> None:
+    stuck = guarded_python("time.sleep(3600)")
+    prompt = guarded_python("pass", f"time.sleep({1 + ABANDON_GRACE_S + 2}); print('survived')")
+    stuck_output, _ = stuck.communicate(timeout=TIMEOUT_S)
+    prompt_output, _ = prompt.communicate(timeout=TIMEOUT_S)
+    assert stuck.returncode == ABANDONED_EXIT_CODE
+    assert "the test work did not finish within 1 s" in stuck_output
+    assert "reported" in stuck_output  # the abandoned LOAD reports itself to the sweeper
+    assert (prompt.returncode, prompt_output.strip()) == (0, "survived")
+
+
+def test_a_worker_is_busy_only_while_guarded(tmp_path: Path) -> None:
+    with guarded("a request", 60, str(tmp_path)):
+        assert busy_workers(str(tmp_path)) == [os.getpid()]
+    assert busy_workers(str(tmp_path)) == []
+
+
+def test_markers_of_dead_and_zombie_workers_do_not_count(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=TIMEOUT_S)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not reaped until wait()
+    try:
+        assert eventually(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE,
+                          within_s=TIMEOUT_S)
+        folder = tmp_path / "in-flight"
+        folder.mkdir()
+        for pid in (dead.stdout.strip(), str(zombie.pid), str(os.getpid())):
+            (folder / pid).touch()
+        assert busy_workers(str(tmp_path)) == [os.getpid()]
+        assert sorted(p.name for p in folder.iterdir()) == [str(os.getpid())]
+    finally:
+        zombie.wait(timeout=TIMEOUT_S)

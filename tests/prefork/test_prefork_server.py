@@ -1,0 +1,172 @@
+"""`mme serve` in prefork mode, end to end: real MMS, real workers forked from the zygote."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import requests
+
+from tests.model_builders import make_model_dir
+from tests.prefork.conftest import ready_log
+from tests.server_process import NativeServer
+
+TIMEOUT_S = 120
+
+# Writes to both streams while loading and while answering; answers with its pid,
+# after sleeping as many seconds as the body says.
+CHATTY = """
+    import json, os, sys, time
+    def model_fn(model_dir):
+        print("CHATTY-LOAD-OUT", flush=True)
+        print("CHATTY-LOAD-ERR", file=sys.stderr, flush=True)
+        return None
+    def transform_fn(model, data, content_type, accept):
+        print("CHATTY-INVOKE-OUT", flush=True)
+        time.sleep(float(data or 0))
+        return json.dumps({"pid": os.getpid()}), "application/json"
+"""
+
+
+def _load(server: NativeServer, name: str) -> requests.Response:
+    return requests.post(f"{server.url}/models", timeout=TIMEOUT_S,
+                         json={"model_name": name, "url": server.model_url(name)})
+
+
+def _invoke(server: NativeServer, name: str, seconds: float = 0) -> requests.Response:
+    return requests.post(f"{server.url}/models/{name}/invoke", data=str(seconds).encode(),
+                         headers={"Content-Type": "application/json"}, timeout=TIMEOUT_S)
+
+
+def _loaded(server: NativeServer, name: str) -> None:
+    make_model_dir(server.models_root, name, {"inference.py": CHATTY}, weights=False)
+    ready_log(server)
+    answer = _load(server, name)
+    assert answer.status_code == 200, answer.text
+
+
+def _args(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _serving(server: NativeServer, name: str) -> list[psutil.Process]:
+    return [p for p in server.descendants()
+            if any(a == "--model-name" and b == name for a, b in itertools.pairwise(_args(p)))]
+
+
+def _zygote(server: NativeServer) -> psutil.Process:
+    found = [p for p in server.descendants() if "mme.prefork.zygote" in _args(p)]
+    assert len(found) == 1, [_args(p)[:3] for p in server.descendants()]
+    return found[0]
+
+
+def _eventually(condition: object, within_s: float = 30) -> bool:
+    assert callable(condition)
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_workers_are_forked_from_the_zygote_and_their_output_reaches_the_log(
+    server: NativeServer,
+) -> None:
+    _loaded(server, "chatty")
+    answer = _invoke(server, "chatty")
+    assert answer.status_code == 200
+    worker = psutil.Process(answer.json()["pid"])
+    # MMS's backend (forked from the zygote) forks the worker once MMS connects.
+    assert worker.parent().parent().pid == _zygote(server).pid
+    args = worker.cmdline()
+    assert args[1].endswith("mms/model_service_worker.py")  # reads like a stock worker
+    assert args[args.index("--model-name") + 1] == "chatty"
+    expected = ["CHATTY-LOAD-OUT", "CHATTY-LOAD-ERR", "CHATTY-INVOKE-OUT",
+                "LOAD phase spawn", "LOAD phase handler import", "LOAD phase model_fn"]
+    assert _eventually(lambda: all(line in server.log() for line in expected)), [
+        line for line in expected if line not in server.log()]
+
+
+def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
+    server: NativeServer,
+) -> None:
+    _loaded(server, "victim")
+    worker_pid = _invoke(server, "victim").json()["pid"]
+    answers: list[requests.Response] = []
+    request = threading.Thread(target=lambda: answers.append(_invoke(server, "victim", 60)))
+    request.start()
+    time.sleep(2)  # the request is in the worker's sleep now
+    os.kill(worker_pid, signal.SIGKILL)
+    request.join(timeout=TIMEOUT_S)
+    assert answers and answers[0].status_code >= 500
+    assert requests.delete(f"{server.url}/models/victim", timeout=TIMEOUT_S).status_code == 200
+    assert _load(server, "victim").status_code == 200
+    again = _invoke(server, "victim")
+    assert again.status_code == 200
+    assert again.json()["pid"] != worker_pid
+
+
+def test_unload_leaves_no_process_behind(server: NativeServer) -> None:
+    _loaded(server, "brief")
+    assert _invoke(server, "brief").status_code == 200
+    family = _serving(server, "brief")
+    assert len(family) == 3  # the launcher, MMS's backend forked from the zygote, the worker
+    assert requests.delete(f"{server.url}/models/brief", timeout=TIMEOUT_S).status_code == 200
+    assert _eventually(lambda: not any(_alive(p) for p in family))
+    assert _alive(_zygote(server))
+
+
+# What the zygote does (import, fork), then what it must never do (a torch operation).
+PROBE = """
+import os, torch
+from mme.prefork.preload import preload
+def threads():
+    return len(os.listdir("/proc/self/task"))
+def fork_once():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+preload()
+fork_once()  # numpy's OpenBLAS stops its threads around a fork (and starts them lazily)
+before = threads()
+torch.ones(4000, 4000).sum(dim=1)  # a parallel torch operation starts the thread pool
+fork_once()
+print(before, threads())
+"""
+
+
+def test_the_zygote_never_started_torch_threads(server: NativeServer) -> None:
+    _loaded(server, "threads")
+    for _ in range(3):
+        assert _invoke(server, "threads").status_code == 200
+    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                           timeout=TIMEOUT_S, check=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
+    imported_only, after_an_operation = map(int, probe.stdout.split())
+    assert after_an_operation > imported_only  # the probe sees a pool, even across a fork
+    assert _zygote(server).num_threads() == imported_only
+
+
+def test_mme_serve_reports_ready_only_once_the_zygote_is(server: NativeServer) -> None:
+    ready_log(server)
+    log = server.log()
+    assert "prefork workers" in log
+    assert log.index("prefork: the warm parent") < log.index("MMS is healthy on")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import requests
 from botocore.config import Config
 
 from mme.ports import free_port
-from tests.server_process import wait_for_ping
+from tests.server_process import terminate, wait_for_ping
 
 REGION = "us-east-1"
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -62,14 +61,7 @@ class ServerProcess:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout_s)
 
 
 class Endpoint(ServerProcess):

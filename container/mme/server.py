@@ -184,8 +184,8 @@ class ModelServer:
             code = self.process.poll()
             if code is not None:
                 raise ServerStartError(
-                    f"MMS exited with code {code} before answering /ping on port "
-                    f"{self.settings.port} (is the port in use, or Java 17 missing?)"
+                    f"MMS exited with code {code} before the server was ready on port "
+                    f"{self.settings.port} (is Java 17 missing?)"
                 )
             if _healthy(self.settings.port) and self._workers_ready():
                 logger.info("MMS is healthy on http://127.0.0.1:%d", self.settings.port)

@@ -15,13 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from types import FrameType
 
 from retrying import retry
 
+from mme.server import answers_ping
 from mme.settings import Settings, SettingsError
 
 RETRY_WAIT_MS = 2000
@@ -35,14 +34,6 @@ USAGE_EXIT = 2  # argparse and configuration errors: retrying cannot help
 def say(message: str) -> None:
     """One line on stderr, marked as ours."""
     print(f"entrypoint: {message}", file=sys.stderr, flush=True)
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _exit_code(status: int) -> int:
@@ -105,7 +96,7 @@ class Supervisor:
         while (code := self._reap()) is None:
             now = time.monotonic()
             if not healthy and now >= next_ping and self.stop_requested_at is None:
-                healthy = _answers_ping(self.port)
+                healthy = answers_ping(self.port)
                 next_ping = now + PING_EVERY_S
             stopping_since = self.stop_requested_at
             if stopping_since is not None and now - stopping_since > KILL_AFTER_S:

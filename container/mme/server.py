@@ -111,7 +111,8 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
-def _healthy(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether MMS on ``port`` (this host) answers ``/ping`` with 200 within 2 s."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
             return bool(answer.status == 200)
@@ -187,7 +188,7 @@ class ModelServer:
                     f"MMS exited with code {code} before the server was ready on port "
                     f"{self.settings.port} (is Java 17 missing?)"
                 )
-            if _healthy(self.settings.port) and self._workers_ready():
+            if answers_ping(self.settings.port) and self._workers_ready():
                 logger.info("MMS is healthy on http://127.0.0.1:%d", self.settings.port)
                 self._sweeper.start()
                 return

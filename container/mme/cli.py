@@ -39,14 +39,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_serve)
 
 
-def _package(args: argparse.Namespace) -> int:
-    from mme.packaging import package_command
-
-    return package_command(args)
-
-
 def _add_package(commands: argparse._SubParsersAction) -> None:
-    from mme.packaging import add_arguments
+    # mme.packaging imports torch only when it builds an example, so this import is cheap.
+    from mme.packaging import add_arguments, package_command
 
     parser = commands.add_parser(
         "package",
@@ -56,7 +51,7 @@ def _add_package(commands: argparse._SubParsersAction) -> None:
         "image classifiers from code/image_classifier.",
     )
     add_arguments(parser)
-    parser.set_defaults(run=_package)
+    parser.set_defaults(run=package_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,8 +34,10 @@ def base_env() -> dict[str, str]:
 class ServerProcess:
     """A `python -m mme.cli ...` child that answers /ping on its port; stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, args: list[str], port: int, log_path: Path,
+                 wrapper: tuple[str, ...] = ()) -> None:
         self.args = args
+        self.wrapper = wrapper  # a command that execs the server (unshare ... for instance)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -44,7 +46,8 @@ class ServerProcess:
     def start(self, env: dict[str, str], timeout_s: float = 180) -> ServerProcess:
         """Start it and wait until /ping answers."""
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "mme.cli", *self.args],
+            self.process = subprocess.Popen([*self.wrapper, sys.executable, "-m", "mme.cli",
+                                             *self.args],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_ping(self.url, self.process, timeout_s)
@@ -67,10 +70,11 @@ class ServerProcess:
 class Endpoint(ServerProcess):
     """`mme endpoint` with the given options, on a free port."""
 
-    def __init__(self, name: str, options: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, options: list[str], log_path: Path,
+                 wrapper: tuple[str, ...] = ()) -> None:
         port = free_port()
         super().__init__(["endpoint", "--endpoint-name", name, "--port", str(port), *options],
-                         port, log_path)
+                         port, log_path, wrapper)
         self.name = name
 
     def client(self, **config: Any) -> Any:

@@ -94,6 +94,14 @@ class ServiceUnavailableError(EndpointError):
     code = "ServiceUnavailable"
 
 
+class InsufficientStorageError(EndpointError):
+    """No room on the endpoint's disk for the model, even with every unloaded model removed (507).
+    """
+
+    status = int(HTTPStatus.INSUFFICIENT_STORAGE)
+    code = "InsufficientStorage"
+
+
 class InternalDependencyError(EndpointError):
     """The model store (S3) failed for a reason other than a missing object (530)."""
 

@@ -10,6 +10,7 @@ stay extracted on disk until the disk cache is over its byte budget.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import logging
@@ -27,7 +28,12 @@ from pathlib import Path
 
 from mme.endpoint.artifacts import ArtifactStore
 from mme.endpoint.container_api import ContainerClient
-from mme.endpoint.errors import ModelError, ModelNotReadyError, ServiceUnavailableError
+from mme.endpoint.errors import (
+    InsufficientStorageError,
+    ModelError,
+    ModelNotReadyError,
+    ServiceUnavailableError,
+)
 from mme.endpoint.extraction import ExtractionLimits, extract_archive
 from mme.endpoint.metrics import Metrics
 
@@ -233,33 +239,62 @@ class ModelRegistry:
         return self.config.models_root / entry.model_id
 
     def _download(self, entry: ModelEntry) -> int:
-        """Fetch and extract the archive into ``<root>/<id>/model``; returns microseconds."""
+        """Fetch and extract the archive into ``<root>/<id>/model``; returns microseconds.
+
+        When the disk is full, the models that are on disk but not loaded are deleted (as
+        SageMaker does) and the download is tried once more.
+        """
         started = time.monotonic_ns()
-        folder = self._folder(entry)
         with self._lock:
-            doomed = self._trash(folder)  # left by an earlier run, maybe from another archive
+            doomed = self._trash(self._folder(entry))  # left by an earlier run, maybe stale
         _delete([doomed])
-        downloads = self.config.models_root / DOWNLOADS_DIR
-        downloads.mkdir(parents=True, exist_ok=True)
-        archive = downloads / f"{entry.model_id}-{uuid.uuid4().hex}.tar.gz"
         try:
-            self.store.fetch(entry.target_model, archive, self.config.limits.max_bytes)
-            size = extract_archive(archive, folder / "model", self.config.limits)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        finally:
-            archive.unlink(missing_ok=True)
+            size = self._fetch_and_extract(entry)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            with self._lock:
+                freed = self._trim_disk_cache(keep=entry, budget=0)
+            _delete(freed)
+            logger.warning("disk full while fetching %s: removed %d unused model(s), retrying",
+                           entry.target_model, len([f for f in freed if f is not None]))
+            size = self._fetch_and_extract(entry, retrying=True)
         elapsed = _elapsed_us(started)
         self.metrics.observe("ModelDownloadingTime", elapsed)
         with self._lock:
             entry.state = ON_DISK
             entry.disk_bytes = size
-            evicted = self._trim_disk_cache(keep=entry)
+            evicted = self._trim_disk_cache(keep=entry, budget=self.config.cache_max_bytes)
+            total = sum(e.disk_bytes for e in self._entries.values())
         _delete(evicted)
+        if total > self.config.cache_max_bytes:
+            logger.warning("the disk cache holds %d bytes, over its limit of %d: the rest is "
+                           "loaded or in use", total, self.config.cache_max_bytes)
         logger.info("fetched %s (%d bytes extracted) into %s in %d us",
-                    self.store.url(entry.target_model), size, folder, elapsed)
+                    self.store.url(entry.target_model), size, self._folder(entry), elapsed)
         return elapsed
+
+    def _fetch_and_extract(self, entry: ModelEntry, retrying: bool = False) -> int:
+        """One try: the archive into ``.downloads``, then extracted; nothing left if it fails."""
+        folder = self._folder(entry)
+        downloads = self.config.models_root / DOWNLOADS_DIR
+        downloads.mkdir(parents=True, exist_ok=True)
+        archive = downloads / f"{entry.model_id}-{uuid.uuid4().hex}.tar.gz"
+        try:
+            self.store.fetch(entry.target_model, archive, self.config.limits.max_bytes)
+            return extract_archive(archive, folder / "model", self.config.limits)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if exc.errno == errno.ENOSPC and retrying:
+                raise InsufficientStorageError(
+                    f"No space left on the endpoint's disk for model {entry.target_model}, "
+                    "even after removing every model that is not loaded.") from exc
+            raise
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            archive.unlink(missing_ok=True)
 
     def _load(self, entry: ModelEntry) -> tuple[int, int | None]:
         """LOAD the model, making room first; returns (load, unload) microseconds."""
@@ -350,8 +385,8 @@ class ModelRegistry:
 
     # ----- disk (called with self._lock held)
 
-    def _trim_disk_cache(self, keep: ModelEntry) -> list[Path | None]:
-        """Drop unloaded models, least recently used first, until the cache fits its budget.
+    def _trim_disk_cache(self, keep: ModelEntry, budget: int) -> list[Path | None]:
+        """Drop unloaded models, least recently used first, until the cache fits ``budget``.
 
         Returns the renamed folders, for the caller to delete once the lock is released.
         """
@@ -361,16 +396,13 @@ class ModelRegistry:
                        and e is not keep), key=lambda e: e.last_used)
         doomed: list[Path | None] = []
         for entry in idle:
-            if total <= self.config.cache_max_bytes:
+            if total <= budget:
                 break
             total -= entry.disk_bytes
             entry.state = ABSENT
             entry.disk_bytes = 0
             doomed.append(self._trash(self._folder(entry)))
             logger.info("removed %s from the disk cache", entry.target_model)
-        if total > self.config.cache_max_bytes:
-            logger.warning("the disk cache holds %d bytes, over its limit of %d: the rest is "
-                           "loaded or in use", total, self.config.cache_max_bytes)
         return doomed
 
     @staticmethod

@@ -191,6 +191,8 @@ class ModelServer:
             if answers_ping(self.settings.port) and self._workers_ready():
                 logger.info("MMS is healthy on http://127.0.0.1:%d", self.settings.port)
                 self._sweeper.start()
+                if self._zygote:
+                    self._zygote.watch()
                 return
             time.sleep(POLL_INTERVAL_S)
         if self.stop_requested:

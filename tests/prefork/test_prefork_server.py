@@ -170,3 +170,26 @@ def test_mme_serve_reports_ready_only_once_the_zygote_is(server: NativeServer) -
     log = server.log()
     assert "prefork workers" in log
     assert log.index("prefork: the warm parent") < log.index("MMS is healthy on")
+
+
+def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeServer) -> None:
+    _loaded(server, "survivor")
+    before = _invoke(server, "survivor").json()["pid"]
+    family = _serving(server, "survivor")
+    old = _zygote(server)
+    old.kill()  # as the kernel's OOM killer would
+
+    assert _eventually(lambda: any("mme.prefork.zygote" in _args(p) and p.pid != old.pid
+                                   for p in server.descendants()))
+    assert f"the prefork zygote (pid {old.pid}) exited" in server.log()
+    new = _zygote(server)
+    assert _invoke(server, "survivor").json()["pid"] == before  # never noticed
+    _loaded(server, "newcomer")
+    answer = _invoke(server, "newcomer")
+    assert answer.status_code == 200
+    assert psutil.Process(answer.json()["pid"]).parent().parent().pid == new.pid
+
+    # Without its zygote, the old worker still goes when MMS unloads it (kills its launcher).
+    assert requests.delete(f"{server.url}/models/survivor", timeout=TIMEOUT_S).status_code == 200
+    assert _eventually(lambda: not any(_alive(p) for p in family))
+    assert _invoke(server, "newcomer").status_code == 200

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import importlib
 import io
 import logging
 import os
 import runpy
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -30,14 +32,19 @@ MODEL_WORKER_SCRIPT = "model_service_worker.py"
 
 
 def become_worker(request: dict[str, Any], fds: list[int], zygote_fds: list[int],
-                  base_path: list[str]) -> NoReturn:
-    """Turn this freshly forked process into the worker ``request`` describes; never returns."""
+                  base_path: list[str], launcher_fd: int) -> NoReturn:
+    """Turn this freshly forked process into the worker ``request`` describes; never returns.
+
+    ``launcher_fd`` is the zygote's end of the launcher's connection (one of ``zygote_fds``).
+    """
     code = 1
     try:
+        lifeline = os.dup(launcher_fd)
         for fd in zygote_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         _reset_signals()
+        _die_with_launcher(lifeline)
         _attach_std_streams(fds)
         argv: list[str] = request["argv"]
         _enter(request["env"], request["cwd"], argv, base_path)
@@ -56,6 +63,27 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _die_with_launcher(lifeline: int) -> None:
+    """Have the kernel end this process (SIGIO) once the launcher's connection closes.
+
+    MMS's UNLOAD kills the launcher; the zygote then kills this child, but a zygote
+    can die first (and be replaced), so the child watches its launcher itself. The
+    file description is shared with the zygote's socket, which stays blocking: only
+    its owner (this process) and the O_ASYNC flag change.
+    """
+    signal.signal(signal.SIGIO, signal.SIG_DFL)  # its default action ends the process
+    fcntl.fcntl(lifeline, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(lifeline, fcntl.F_SETFL, fcntl.fcntl(lifeline, fcntl.F_GETFL) | os.O_ASYNC)
+    # Closed before O_ASYNC was set: no signal will come for it.
+    with socket.socket(fileno=os.dup(lifeline)) as sock:
+        try:
+            closed = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            closed = False
+    if closed:
+        os._exit(1)
 
 
 def _attach_std_streams(fds: list[int]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -124,11 +125,28 @@ def _stand_in(sock: socket.socket) -> int:
                 return int(reply["exit"])
             elif "signal" in reply:
                 _die_of(int(reply["signal"]))
-    # The zygote is gone (the server is stopping): end as the child most likely did.
+    # The zygote is gone. It may have died alone (a new one replaces it): go on standing in
+    # for the child, which still serves, until it ends; its exit status is the zygote's to
+    # know, so end as the child most likely did.
+    if relay.pid is not None:
+        sys.stderr.write(f"mme prefork: lost the zygote; worker {relay.pid} goes on\n")
+        sys.stderr.flush()
+        _wait_for_end(relay.pid)
     if relay.last is not None:
         _die_of(relay.last)
-    sys.stderr.write("mme prefork: lost the zygote while the worker ran\n")
+    sys.stderr.write("mme prefork: the worker ended after its zygote\n")
     return LOST_ZYGOTE_EXIT_CODE
+
+
+def _wait_for_end(pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [])  # readable once the process has ended
+    finally:
+        os.close(pidfd)
 
 
 def _die_of(signo: int) -> NoReturn:

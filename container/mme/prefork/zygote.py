@@ -92,7 +92,7 @@ class Zygote:
             stream.flush()  # or the child would write the zygote's buffered output again
         pid = os.fork()
         if pid == 0:
-            become_worker(request, fds, self._own_fds(conn), self.base_path)
+            become_worker(request, fds, self._own_fds(conn), self.base_path, conn.fileno())
         return pid
 
     def _own_fds(self, conn: socket.socket) -> list[int]:

@@ -11,6 +11,8 @@ from typing import Any
 import psutil
 import torch
 
+from bench.plots import write_plots
+
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
@@ -25,13 +27,13 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release(), "load_average_at_start": os.getloadavg()}
 
 
-def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``results.md`` under ``out_dir``; return both paths."""
+def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``results.json``, ``results.md`` and the PNG plots under ``out_dir``; return them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(markdown(results))
-    return json_path, md_path
+    return [json_path, md_path, *write_plots(results, out_dir)]
 
 
 def _ratio(stock: float, prefork: float) -> str:

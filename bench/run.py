@@ -143,7 +143,7 @@ def _memory_summary(budget: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every measurement for both modes; write bench/results/results.{json,md}."""
+    """Run every measurement for both modes; write bench/results/ (JSON, Markdown, PNG)."""
     args = _arguments(argv)
     started = time.monotonic()
     image = Payload(jpeg_bytes(), JPEG)
@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                            **_memory(args, root, urls["resnet_18 torchscript"], image, mode)}
         results["modes"] = modes
     results["seconds"] = time.monotonic() - started
-    json_path, md_path = report.write(results, args.out)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path} in {results['seconds']:.0f} s")
+    written = report.write(results, args.out)
+    print(written[1].read_text())
+    print(f"wrote {', '.join(map(str, written))} in {results['seconds']:.0f} s")
     return 0
 
 

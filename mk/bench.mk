@@ -4,7 +4,7 @@
 #   make bench BENCH_REPETITIONS=5   more repetitions of the cold-start measurements
 #   make bench BENCH_FLAGS="--skip-resnet-152 --seconds 2"   a quicker run
 #
-# Results: bench/results/results.json and bench/results/results.md (see bench/run.py).
+# Results: bench/results/results.json, results.md, latency.png and memory.png (bench/run.py).
 
 BENCH_REPETITIONS ?= 3
 BENCH_OUT ?= bench/results

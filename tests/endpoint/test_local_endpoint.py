@@ -208,6 +208,41 @@ def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
     assert metrics["mme_endpoint_responses_total_429"] >= 1
 
 
+# Each TargetModel below is refused with a 400 naming the problem; nothing reaches the cache.
+BAD_TARGETS = {
+    "../outside.tar.gz": "Could not find model data",  # a real archive, beside the prefix
+    "sub/../../outside.tar.gz": "Could not find model data",
+    "/etc/passwd": "Could not find model data",
+    "corrupt.tar.gz": "not a valid tar.gz archive",
+    "truncated.tar.gz": "not a valid tar.gz archive",
+}
+
+
+def test_bad_target_models_and_broken_archives_are_refused_cleanly(
+        make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(archives["a.tar.gz"], tmp_path / "outside.tar.gz")
+    (models / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
+    whole = archives["b.tar.gz"].read_bytes()
+    (models / "truncated.tar.gz").write_bytes(whole[: len(whole) // 2])
+    endpoint = make_endpoint(["a.tar.gz"])
+    client = endpoint.client()
+    cache: Path = endpoint.cache  # type: ignore[attr-defined]
+
+    for target, words in BAD_TARGETS.items():
+        with pytest.raises(client.exceptions.ValidationError) as caught:
+            _invoke(endpoint, target)
+        message = caught.value.response["Error"]["Message"]
+        assert words in message, (target, message)
+        assert "Traceback" not in message
+        assert [p.name for p in cache.iterdir() if p.name != ".downloads"] == [], target
+        assert list((cache / ".downloads").iterdir()) == [], target
+
+    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(BAD_TARGETS)
+
+
 @pytest.fixture(scope="module")
 def resnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet_18.tar.gz as `mme package resnet_18` builds it (random weights: no internet)."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from mme.endpoint import wire
 from mme.endpoint.container_api import Answer, ContainerClient, ContainerTimeoutError
@@ -207,7 +208,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up do_<METHOD>; every method goes to the app, which answers
+        # an unknown one with a 404 botocore can parse instead of the stdlib's HTML 501.
+        if name.startswith("do_"):
+            return self._answer
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: object) -> None:
         # Each call already gets one line from the metrics; the stdlib access log is noise.

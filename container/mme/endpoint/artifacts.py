@@ -62,8 +62,10 @@ class LocalStore:
 
     def _path(self, target_model: str) -> Path:
         path = Path(self.url(target_model)).resolve()
-        # A TargetModel such as ../../etc/passwd must not read outside the prefix.
-        if not path.is_relative_to(self.root) or not path.is_file():
+        # A TargetModel such as ../../etc/passwd must not read outside the prefix; and, as
+        # in S3, where keys are plain strings, ./a.tar.gz or sub/../a.tar.gz is not a.tar.gz.
+        if (os.path.normpath(target_model) != target_model or os.path.isabs(target_model)
+                or not path.is_relative_to(self.root) or not path.is_file()):
             raise ValidationError(f"Could not find model data at {self.url(target_model)}.")
         return path
 

@@ -43,6 +43,7 @@ ABSENT, ON_DISK, LOADED = "absent", "on disk", "loaded"
 MODEL_ID_CHARS = 32
 FAILED_LOAD_GRACE_S = 5.0
 MAX_ACQUIRE_ROUNDS = 4  # a model unloaded again right after its load: give up after a few
+MAX_STALE_ROUNDS = 3
 DOWNLOADS_DIR = ".downloads"
 TRASH_PREFIX = ".trash-"
 _MODEL_ID = re.compile(rf"^[0-9a-f]{{{MODEL_ID_CHARS}}}$")
@@ -301,20 +302,9 @@ class ModelRegistry:
         url = f"{self.config.container_models_dir.rstrip('/')}/{entry.model_id}/model"
         with self._load_lock:
             unload_us = self._make_room(exclude=entry)
-            while True:
-                started = time.monotonic_ns()
-                answer = self.container.load(entry.model_id, url)
-                elapsed = _elapsed_us(started)
-                if answer.status in (200, 409):  # 409: loaded already (an earlier run)
-                    break
-                if answer.status != 507:
-                    raise ModelError(answer.status, answer.message(), self.config.log_stream_arn)
-                # Out of memory: unload the least recently used model and try again.
-                self._clear_failed_load(entry.model_id)
-                freed = self._evict_one(exclude=entry)
-                if freed is None:
-                    raise ModelError(507, answer.message(), self.config.log_stream_arn)
-                unload_us = (unload_us or 0) + freed
+            elapsed, freed_us = self._load_until_it_fits(entry, url)
+        if freed_us is not None:
+            unload_us = (unload_us or 0) + freed_us
         self.metrics.observe("ModelLoadingTime", elapsed)
         with self._lock:
             entry.state = LOADED
@@ -322,6 +312,33 @@ class ModelRegistry:
             self._publish_count()
         logger.info("loaded %s as %s in %d us", entry.target_model, entry.model_id, elapsed)
         return elapsed, unload_us
+
+    def _load_until_it_fits(self, entry: ModelEntry, url: str) -> tuple[int, int | None]:
+        """LOAD; on 507 unload the least recently used model and retry (as SageMaker does).
+
+        Returns the last LOAD's microseconds and those spent unloading other models.
+        """
+        unload_us: int | None = None
+        stale_rounds = 0  # 409s after a 507: the failed registration, still there
+        while True:
+            started = time.monotonic_ns()
+            answer = self.container.load(entry.model_id, url)
+            elapsed = _elapsed_us(started)
+            if answer.status == 200 or (answer.status == 409 and stale_rounds == 0):
+                return elapsed, unload_us  # 409 on a first try: loaded by an earlier run
+            if answer.status == 409 and stale_rounds <= MAX_STALE_ROUNDS:
+                # MMS can show the failed model gone for a moment and then still hold it.
+                stale_rounds += 1
+                self._clear_failed_load(entry.model_id)
+                continue
+            if answer.status != 507:
+                raise ModelError(answer.status, answer.message(), self.config.log_stream_arn)
+            stale_rounds = 1
+            self._clear_failed_load(entry.model_id)
+            freed = self._evict_one(exclude=entry)
+            if freed is None:
+                raise ModelError(507, answer.message(), self.config.log_stream_arn)
+            unload_us = (unload_us or 0) + freed
 
     def _clear_failed_load(self, model_id: str) -> None:
         """Make sure a model whose LOAD got 507 is no longer registered before the retry.

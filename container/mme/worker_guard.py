@@ -23,7 +23,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import psutil
 
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 BUSY_DIR = "in-flight"
 ABANDON_GRACE_S = 5.0  # MMS's clock starts before the worker's: end a little after MMS gives up
 ABANDONED_EXIT_CODE = 75
+BUSY, IDLE = b"1", b"0"
 
 
 def _abandon(what: str, limit_s: float, on_abandon: Callable[[], None] | None) -> None:
@@ -48,38 +51,82 @@ def _abandon(what: str, limit_s: float, on_abandon: Callable[[], None] | None) -
     os._exit(ABANDONED_EXIT_CODE)  # the main thread is stuck in user code: no clean exit
 
 
-@contextlib.contextmanager
-def _deadline(what: str, limit_s: float,
-              on_abandon: Callable[[], None] | None) -> Iterator[None]:
-    timer = threading.Timer(limit_s + ABANDON_GRACE_S, _abandon,
-                            args=(what, limit_s, on_abandon))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+@dataclass(frozen=True)
+class _Job:
+    what: str
+    limit_s: float
+    deadline: float
+    on_abandon: Callable[[], None] | None
+
+
+class _Watchdog:
+    """One thread per worker that ends the worker when its current LOAD or batch overruns.
+
+    Arming and disarming cost a lock and a notify: a thread (or a Timer) per request
+    would add about a millisecond to every request.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._cond = threading.Condition()
+        self._job: _Job | None = None
+
+    def arm(self, job: _Job) -> None:
+        """Watch ``job`` until :meth:`disarm`."""
+        if self._pid != os.getpid():
+            # First use in this process (a worker is forked): threads do not survive a fork.
+            self._pid, self._cond, self._job = os.getpid(), threading.Condition(), None
+            threading.Thread(target=self._run, daemon=True, name="worker-watchdog").start()
+        with self._cond:
+            self._job = job
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        """The job finished in time."""
+        with self._cond:
+            self._job = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                job = self._job
+                if job is None:
+                    self._cond.wait()
+                    continue
+                remaining = job.deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        _abandon(job.what, job.limit_s, job.on_abandon)
+
+
+class _BusyFlag:
+    """This worker's marker file, kept open: b"1" while it works, b"0" in between.
+
+    Writing one byte in place costs microseconds; creating and removing a file for each
+    request cost a third of a millisecond.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._fd = -1
+
+    def set(self, server_temp_dir: str, busy: bool) -> None:
+        """Mark this worker busy or idle."""
+        if self._pid != os.getpid():
+            marker = busy_marker(server_temp_dir, os.getpid())
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            self._pid, self._fd = os.getpid(), os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.pwrite(self._fd, BUSY if busy else IDLE, 0)
+
+
+_watchdog = _Watchdog()
+_busy_flag = _BusyFlag()
 
 
 def busy_marker(server_temp_dir: str, pid: int) -> str:
-    """The file that says that the worker ``pid`` is working."""
+    """The file that says whether the worker ``pid`` is working."""
     return os.path.join(server_temp_dir, BUSY_DIR, str(pid))
-
-
-@contextlib.contextmanager
-def _busy(server_temp_dir: str) -> Iterator[None]:
-    if not server_temp_dir:  # not under `mme serve` (a plain MMS): nobody waits for us
-        yield
-        return
-    marker = busy_marker(server_temp_dir, os.getpid())
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w", encoding="utf-8"):
-        pass
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(marker)
 
 
 @contextlib.contextmanager
@@ -89,8 +136,16 @@ def guarded(what: str, limit_s: float, server_temp_dir: str,
 
     ``on_abandon`` runs just before the worker ends (it must be quick).
     """
-    with _busy(server_temp_dir), _deadline(what, limit_s, on_abandon):
+    # Not under `mme serve` (a plain MMS), nobody waits for us: no marker.
+    if server_temp_dir:
+        _busy_flag.set(server_temp_dir, True)
+    _watchdog.arm(_Job(what, limit_s, time.monotonic() + limit_s + ABANDON_GRACE_S, on_abandon))
+    try:
         yield
+    finally:
+        _watchdog.disarm()
+        if server_temp_dir:
+            _busy_flag.set(server_temp_dir, False)
 
 
 def _alive(pid: int) -> bool:
@@ -112,9 +167,18 @@ def busy_workers(server_temp_dir: str) -> list[int]:
     for entry in os.listdir(folder) if os.path.isdir(folder) else []:
         if not entry.isdigit():
             continue
-        if _alive(int(entry)):
-            busy.append(int(entry))
-        else:
+        path = os.path.join(folder, entry)
+        if not _alive(int(entry)):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, entry))
+                os.remove(path)
+        elif _reads(path) == BUSY:
+            busy.append(int(entry))
     return busy
+
+
+def _reads(path: str) -> bytes:
+    try:
+        with open(path, "rb") as marker:
+            return marker.read(1)
+    except FileNotFoundError:
+        return b""

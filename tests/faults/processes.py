@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from mme.worker_guard import BUSY_DIR
+from mme.worker_guard import busy_workers
 from tests.server_process import NativeServer
 
 POLL_S = 0.2
@@ -55,8 +55,7 @@ def busy_markers(server: NativeServer) -> list[str]:
     for process in server.descendants():
         args = process.cmdline() if _live(process) else []
         if "--tmp-dir" in args:
-            folder = Path(args[args.index("--tmp-dir") + 1]) / BUSY_DIR
-            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            return sorted(str(pid) for pid in busy_workers(args[args.index("--tmp-dir") + 1]))
     return []
 
 

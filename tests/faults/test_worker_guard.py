@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE, busy_workers, guarded
+from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE, BUSY, busy_workers, guarded
 from tests.faults.processes import eventually
 
 TIMEOUT_S = 120
@@ -41,6 +41,22 @@ def test_a_worker_that_outlives_the_limit_ends_itself_and_one_in_time_does_not()
     assert (prompt.returncode, prompt_output.strip()) == (0, "survived")
 
 
+def test_each_job_gets_its_own_deadline_from_the_one_watchdog() -> None:
+    # Many prompt jobs first (each re-arms the watchdog), then one that overruns.
+    quick_then_stuck = guarded_python(
+        "pass", "for _ in range(1000):\n"
+        "            with guarded('a quick job', 1, ''): pass\n"
+        f"        time.sleep({1 + ABANDON_GRACE_S + 1}); print('idle is fine', flush=True)\n"
+        "        with guarded('the stuck job', 1, ''): time.sleep(3600)")
+
+    output, _ = quick_then_stuck.communicate(timeout=TIMEOUT_S)
+
+    assert quick_then_stuck.returncode == ABANDONED_EXIT_CODE
+    assert "idle is fine" in output
+    assert "the stuck job did not finish within 1 s" in output
+    assert "a quick job did not finish" not in output
+
+
 def test_a_worker_is_busy_only_while_guarded(tmp_path: Path) -> None:
     with guarded("a request", 60, str(tmp_path)):
         assert busy_workers(str(tmp_path)) == [os.getpid()]
@@ -57,7 +73,7 @@ def test_markers_of_dead_and_zombie_workers_do_not_count(tmp_path: Path) -> None
         folder = tmp_path / "in-flight"
         folder.mkdir()
         for pid in (dead.stdout.strip(), str(zombie.pid), str(os.getpid())):
-            (folder / pid).touch()
+            (folder / pid).write_bytes(BUSY)
         assert busy_workers(str(tmp_path)) == [os.getpid()]
         assert sorted(p.name for p in folder.iterdir()) == [str(os.getpid())]
     finally:

@@ -4,6 +4,8 @@
 #                   multi-model endpoint on http://127.0.0.1:$(PORT)
 #   make test       set up, run ruff, mypy and hadolint, then every test
 #   make bench      stock vs pre-forked workers, side by side (bench/results/)
+#   make soak       a bounded soak (3 min): mixed loads/invokes/unloads through the local
+#                   endpoint, then a leak census (.soak/)
 #
 # Variables: PYTHON (the interpreter that makes the venv), VENV, PORT.
 
@@ -53,3 +55,4 @@ clean:
 
 include mk/image.mk
 include mk/bench.mk
+include mk/soak.mk

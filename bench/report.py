@@ -62,7 +62,9 @@ def markdown(results: dict[str, Any]) -> str:
         "# `make bench`: stock MMS workers vs pre-forked workers", "",
         f"Machine: {results['machine']}", "",
         f"Repetitions: {results['repetitions']}; cold numbers are medians "
-        "(min..max in results.json). Ratio: how many times better prefork is.", "",
+        "(min..max in results.json); throughput is the median of 3 rounds per mode (every "
+        "round's req/s in results.json); warm latency is sequential, in blocks of 10 requests "
+        "that take turns. Ratio: how many times better prefork is.", "",
         "| measurement | stock | prefork | ratio |", "|---|---|---|---|",
     ]
     for key, label in (("ping_s", "start to MMS /ping"), ("ready_s", "start to ready")):

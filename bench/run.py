@@ -26,6 +26,8 @@ from tests.model_builders import jpeg_bytes
 
 MODES = ("stock", "prefork")
 CLIENTS = (1, 4, 16)
+JIT_WARM_UP_REQUESTS = 2000
+THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
         "are noisy; ratios within one run compare like with like.")
 
@@ -40,7 +42,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="USS budget for counting loaded ResNet-18s (default 3072)")
     parser.add_argument("--max-models", type=int, default=40,
                         help="stop loading ResNet-18s at this many (default 40)")
-    parser.add_argument("--warm-requests", type=int, default=50)
+    parser.add_argument("--warm-requests", type=int, default=200,
+                        help="sequential requests per target for warm latency (default 200)")
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="length of each throughput run (default 4)")
     parser.add_argument("--skip-resnet-152", action="store_true", help="for a quick run")
@@ -96,25 +99,39 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
             server.start()
             server.load("r18", urls["resnet_18 torchscript"])
             server.load("noop", urls["noop"])
+        for server in servers.values():
+            # Java compiles MMS's request path only after some thousand requests: before
+            # that each request costs milliseconds more than it will for the rest of its life.
+            for _ in range(JIT_WARM_UP_REQUESTS):
+                server.invoke("noop", noop.body, noop.content_type)
         floor = InProcess(urls["resnet_18 torchscript"], image.body, image.content_type)
         targets = {mode: partial(server.invoke, "r18", image.body, image.content_type)
                    for mode, server in servers.items()}
         warm = warm_latency({**targets, "floor": floor.once}, args.warm_requests)
-        runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {} for m in MODES}
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {} for m in MODES}
         for model, name, payload in (("noop", "noop", noop), ("resnet_18", "r18", image)):
             for mode in MODES:
                 runs[mode][model] = []
-            for turn, clients in enumerate(CLIENTS):
-                # Who goes first alternates, so that neither mode always follows the other.
-                order = MODES if turn % 2 == 0 else MODES[::-1]
-                for mode in order:
-                    runs[mode][model].append(
-                        throughput(servers[mode], name, payload, clients, args.seconds))
+            for clients in CLIENTS:
+                rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+                for turn in range(THROUGHPUT_ROUNDS):
+                    # Who goes first alternates, so that neither mode always follows the other.
+                    for mode in MODES if turn % 2 == 0 else MODES[::-1]:
+                        rounds[mode].append(
+                            throughput(servers[mode], name, payload, clients, args.seconds))
+                for mode in MODES:
+                    runs[mode][model].append(_median_run(rounds[mode]))
     finally:
         for server in servers.values():
             server.stop()
     return {"floor": warm["floor"],
             **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES}}
+
+
+def _median_run(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """The round with the median throughput (its latencies with it), and every round's rps."""
+    ranked = sorted(rounds, key=lambda run: run["rps"])
+    return {**ranked[len(ranked) // 2], "rounds_rps": [run["rps"] for run in rounds]}
 
 
 def _memory(args: argparse.Namespace, root: Path, url: Path, image: Payload,

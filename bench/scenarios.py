@@ -18,6 +18,7 @@ from bench.stats import latency
 JPEG = "image/jpeg"
 JSON = "application/json"
 UNLOAD_GONE_S = 30.0
+BLOCK = 10
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,20 @@ def cold_load(server: BenchServer, name: str, url: Path, payload: Payload) -> di
 
 def warm_latency(targets: dict[str, Callable[[], float]],
                  count: int) -> dict[str, dict[str, float]]:
-    """p50/p99 of ``count`` sequential calls of each target (one request each), in turns.
+    """p50/p99 of ``count`` sequential calls of each target, in blocks of BLOCK calls.
 
-    Turns, so that whatever else the machine does slows every target alike.
+    The targets take turns block by block, so that whatever else the machine does slows
+    every target alike, while each block runs back to back as one client's calls would
+    (a turn per call would have each target start while the previous one's OpenMP
+    threads still spin).
     """
     for call in targets.values():
         for _ in range(3):
             call()  # warm-up: TorchScript optimises during its first runs
     timings: dict[str, list[float]] = {label: [] for label in targets}
-    for _ in range(count):
+    for _ in range(0, count, BLOCK):
         for label, call in targets.items():
-            timings[label].append(call())
+            timings[label] += [call() for _ in range(BLOCK)]
     return {label: latency(values) for label, values in timings.items()}
 
 

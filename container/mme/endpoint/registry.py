@@ -249,24 +249,13 @@ class ModelRegistry:
         with self._lock:
             doomed = self._trash(self._folder(entry))  # left by an earlier run, maybe stale
         _delete([doomed])
-        try:
-            size = self._fetch_and_extract(entry)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            with self._lock:
-                freed = self._trim_disk_cache(keep=entry, budget=0)
-            _delete(freed)
-            logger.warning("disk full while fetching %s: removed %d unused model(s), retrying",
-                           entry.target_model, len([f for f in freed if f is not None]))
-            size = self._fetch_and_extract(entry, retrying=True)
+        size = self._fetch_with_room(entry)
         elapsed = _elapsed_us(started)
         self.metrics.observe("ModelDownloadingTime", elapsed)
         with self._lock:
             entry.state = ON_DISK
             entry.disk_bytes = size
-            evicted = self._trim_disk_cache(keep=entry, budget=self.config.cache_max_bytes)
-            total = sum(e.disk_bytes for e in self._entries.values())
+            evicted, total = self._trim_disk_cache(keep=entry, budget=self.config.cache_max_bytes)
         _delete(evicted)
         if total > self.config.cache_max_bytes:
             logger.warning("the disk cache holds %d bytes, over its limit of %d: the rest is "
@@ -275,7 +264,26 @@ class ModelRegistry:
                     self.store.url(entry.target_model), size, self._folder(entry), elapsed)
         return elapsed
 
-    def _fetch_and_extract(self, entry: ModelEntry, retrying: bool = False) -> int:
+    def _fetch_with_room(self, entry: ModelEntry) -> int:
+        """:meth:`_fetch_and_extract`, once more after emptying the disk cache if it was full."""
+        for attempt in (1, 2):
+            try:
+                return self._fetch_and_extract(entry)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if attempt == 2:
+                    raise InsufficientStorageError(
+                        f"No space left on the endpoint's disk for model {entry.target_model}, "
+                        "even after removing every model that is not loaded.") from exc
+            with self._lock:
+                freed, _ = self._trim_disk_cache(keep=entry, budget=0)
+            _delete(freed)
+            logger.warning("disk full while fetching %s: removed %d unused model(s), retrying",
+                           entry.target_model, len([f for f in freed if f is not None]))
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _fetch_and_extract(self, entry: ModelEntry) -> int:
         """One try: the archive into ``.downloads``, then extracted; nothing left if it fails."""
         folder = self._folder(entry)
         downloads = self.config.models_root / DOWNLOADS_DIR
@@ -284,13 +292,6 @@ class ModelRegistry:
         try:
             self.store.fetch(entry.target_model, archive, self.config.limits.max_bytes)
             return extract_archive(archive, folder / "model", self.config.limits)
-        except OSError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            if exc.errno == errno.ENOSPC and retrying:
-                raise InsufficientStorageError(
-                    f"No space left on the endpoint's disk for model {entry.target_model}, "
-                    "even after removing every model that is not loaded.") from exc
-            raise
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -402,10 +403,12 @@ class ModelRegistry:
 
     # ----- disk (called with self._lock held)
 
-    def _trim_disk_cache(self, keep: ModelEntry, budget: int) -> list[Path | None]:
+    def _trim_disk_cache(self, keep: ModelEntry, budget: int
+                         ) -> tuple[list[Path | None], int]:
         """Drop unloaded models, least recently used first, until the cache fits ``budget``.
 
-        Returns the renamed folders, for the caller to delete once the lock is released.
+        Returns the renamed folders, for the caller to delete once the lock is released,
+        and the bytes the cache still holds.
         """
         total = sum(e.disk_bytes for e in self._entries.values())
         idle = sorted((e for e in self._entries.values()
@@ -420,7 +423,7 @@ class ModelRegistry:
             entry.disk_bytes = 0
             doomed.append(self._trash(self._folder(entry)))
             logger.info("removed %s from the disk cache", entry.target_model)
-        return doomed
+        return doomed, total
 
     @staticmethod
     def _trash(folder: Path) -> Path | None:

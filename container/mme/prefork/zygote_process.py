@@ -111,13 +111,11 @@ class ZygoteProcess:
         """Kill the zygote and every worker forked from it (or from a zygote it replaced)."""
         self._stopping.set()
         with self._lock:
-            for pgid in self._retired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
             if self.process is None:
                 return
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            for pgid in [*self._retired, self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
             try:
                 self.process.wait(timeout=STOP_WAIT_S)
             except subprocess.TimeoutExpired:

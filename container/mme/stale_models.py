@@ -8,6 +8,11 @@ interrupts its own clean-up: the model stays registered with no worker, so the L
 that SageMaker retries after freeing memory gets 409 and the model never serves. The
 worker leaves a marker in the server's private folder; the sweeper, in `mme serve`,
 waits until MMS shows that model without workers and unregisters it.
+
+A model that is being LOADed again is also listed without workers, for the few
+milliseconds between its registration and the start of its worker; a marker can outlive
+the failed LOAD by that much (a hung worker writes it as it ends). So the sweeper
+unregisters a model only when it has seen it without workers for ``CONFIRM_S`` on end.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 MARKER_DIR = "failed-loads"
 SWEEP_INTERVAL_S = 0.2
 MARKER_EXPIRY_S = 30.0
+CONFIRM_S = 1.0  # far longer than MMS takes to start a registered model's worker
 
 
 def report_failed_load(server_temp_dir: str, model_name: str) -> None:
@@ -41,11 +47,13 @@ def report_failed_load(server_temp_dir: str, model_name: str) -> None:
 class StaleModelSweeper(threading.Thread):
     """A background thread of `mme serve` that removes the models reported stale."""
 
-    def __init__(self, base_url: str, server_temp_dir: str) -> None:
+    def __init__(self, base_url: str, server_temp_dir: str, confirm_s: float = CONFIRM_S) -> None:
         super().__init__(name="stale-model-sweeper", daemon=True)
         self._base_url = base_url
         self._folder = os.path.join(server_temp_dir, MARKER_DIR)
+        self._confirm_s = confirm_s
         self._stopped = threading.Event()
+        self._idle_since: dict[str, float] = {}  # model -> first of its sweeps without workers
 
     def run(self) -> None:
         """Sweep until :meth:`stop`."""
@@ -65,18 +73,24 @@ class StaleModelSweeper(threading.Thread):
             return
         for entry in os.listdir(self._folder):
             marker = os.path.join(self._folder, entry)
-            if self._settled(unquote(entry), time.time() - os.path.getmtime(marker)):
+            name = unquote(entry)
+            if self._settled(name, time.time() - os.path.getmtime(marker)):
                 os.remove(marker)
+                self._idle_since.pop(name, None)
 
     def _settled(self, name: str, age_s: float) -> bool:
         workers = self._workers(name)
         if workers is None:  # MMS did unregister it
             return True
-        if not workers:
-            self._request("DELETE", name)
-            logger.info("unregistered %s: MMS left it without workers after a failed LOAD", name)
-            return True
-        return age_s > MARKER_EXPIRY_S  # loaded again meanwhile: leave it alone
+        if workers:
+            self._idle_since.pop(name, None)
+            return age_s > MARKER_EXPIRY_S  # loaded again meanwhile: leave it alone
+        idle_since = self._idle_since.setdefault(name, time.monotonic())
+        if time.monotonic() - idle_since < self._confirm_s:
+            return False  # maybe a new LOAD, about to start its worker
+        self._request("DELETE", name)
+        logger.info("unregistered %s: MMS left it without workers after a failed LOAD", name)
+        return True
 
     def _workers(self, name: str) -> list[object] | None:
         try:

@@ -1,12 +1,15 @@
 """Installs a model's ``code/requirements.txt`` into a folder of its own.
 
 Multi-model mode serves many models from one environment, so a model's requirements
-never go into site-packages. They are installed with ``pip install --target`` into
-``<requirements dir>/<key>``, where the key hashes ``requirements.txt``, the wheels
-in ``code/lib/`` and the interpreter: models with identical requirements share one
-folder, and a reload reuses it. The folder goes on ``sys.path`` of that model's
-worker only, right after the model's ``code/``. With a ``code/lib/`` folder, pip
-installs offline from it (``--no-index --find-links``).
+never go into site-packages. pip first resolves them in a dry run against the server's
+environment, so that what is installed there at an accepted version (torch, numpy...) is
+neither downloaded nor installed again; then it installs exactly the packages that the
+environment lacks, by the files the resolver chose, with ``--target`` into
+``<requirements dir>/<key>``. The key hashes ``requirements.txt``, the wheels in
+``code/lib/`` and the interpreter: models with identical requirements share one folder,
+and a reload reuses it. The folder goes on ``sys.path`` of that model's worker only,
+right after the model's ``code/``. With a ``code/lib/`` folder, pip works offline from it
+(``--no-index --find-links``).
 
 An install goes into a temporary folder that is renamed into place once pip has
 succeeded, so a killed or concurrent install never leaves a half-installed folder
@@ -20,8 +23,10 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +34,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from mme.errors import ModelLoadError
 from mme.model_code import code_dir_of
@@ -42,6 +49,8 @@ TEMP_PREFIX = ".installing-"
 LOCK_POLL_S = 0.2
 OUTPUT_TAIL_LINES = 15
 OUTPUT_TAIL_CHARS = 3000
+# Option lines of a requirements file that name requirements rather than set pip up.
+_NOT_GLOBAL = frozenset({"-r", "--requirement", "-c", "--constraint", "-e", "--editable"})
 
 
 class RequirementsError(ModelLoadError):
@@ -75,18 +84,86 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def pip_command(code_dir: str, target: str) -> list[str]:
-    """The pip command that installs the model's requirements into ``target``."""
-    command = [
-        sys.executable, "-m", "pip", "install", "--target", target,
-        "--requirement", os.path.join(code_dir, REQUIREMENTS_FILE),
-        "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
-        "--no-cache-dir",  # the home folder may be read-only; each key installs once anyway
-    ]
+def _pip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", *args, "--no-input", "--disable-pip-version-check"]
+
+
+def _index_options(code_dir: str) -> list[str]:
     lib_dir = os.path.join(code_dir, LIB_DIR)
-    if os.path.isdir(lib_dir):
-        command += ["--no-index", "--find-links", lib_dir]
-    return command
+    return ["--no-index", "--find-links", lib_dir] if os.path.isdir(lib_dir) else []
+
+
+def _resolve_command(code_dir: str, report: str, cache_dir: str) -> list[str]:
+    # A dry run in the server's own environment: what is installed there at a version the
+    # requirements accept (torch, numpy...) is left out of the report.
+    return _pip("install", "--dry-run", "--quiet", "--report", report,
+                "--requirement", os.path.join(code_dir, REQUIREMENTS_FILE),
+                "--cache-dir", cache_dir, *_index_options(code_dir))
+
+
+def _install_command(code_dir: str, missing: str, target: str, cache_dir: str) -> list[str]:
+    return _pip("install", "--target", target, "--no-deps", "--no-warn-script-location",
+                "--requirement", missing, "--cache-dir", cache_dir, *_index_options(code_dir))
+
+
+def _global_options(code_dir: str) -> list[str]:
+    """The option lines of ``requirements.txt`` (index, trusted hosts): the install needs them."""
+    with open(os.path.join(code_dir, REQUIREMENTS_FILE), encoding="utf-8") as requirements:
+        lines = [line.strip() for line in requirements]
+    return [line for line in lines
+            if line.startswith("-") and re.split(r"[\s=]", line)[0] not in _NOT_GLOBAL]
+
+
+def _artifact(download_info: dict[str, Any]) -> str:
+    """What pip installs for one entry of its report: the very file the resolver chose."""
+    url = str(download_info["url"])
+    vcs = download_info.get("vcs_info")
+    if vcs:
+        return f"{vcs['vcs']}+{url}@{vcs['commit_id']}"
+    digest = download_info.get("archive_info", {}).get("hash")
+    # pip checks a hash given in the URL's fragment: the file cannot change in between.
+    return f"{url.split('#')[0]}#{digest}" if digest else url
+
+
+@dataclass(frozen=True)
+class _Install:
+    """One install of a model's requirements: its scratch folder and its time limit."""
+
+    code_dir: str
+    work: str  # holds pip's cache (the resolver's downloads, reused) and the staged folder
+    deadline: float
+    limit_s: int
+
+    def pip(self, command: list[str]) -> None:
+        _run_pip(command, self.code_dir, self.deadline, self.limit_s)
+
+    def missing(self) -> str | None:
+        """A requirements file of what the environment lacks, pinned to files; None if nothing."""
+        report = os.path.join(self.work, "report.json")
+        self.pip(_resolve_command(self.code_dir, report, os.path.join(self.work, "cache")))
+        with open(report, encoding="utf-8") as data:
+            artifacts = [_artifact(item["download_info"])
+                         for item in json.load(data).get("install", [])]
+        logger.info("code/%s needs %d package(s) that the server's environment lacks",
+                    REQUIREMENTS_FILE, len(artifacts))
+        if not artifacts:
+            return None
+        missing = os.path.join(self.work, "missing.txt")
+        with open(missing, "w", encoding="utf-8") as lines:
+            lines.write("\n".join([*_global_options(self.code_dir), *artifacts]) + "\n")
+        return missing
+
+    def staged(self) -> str:
+        """The complete folder, ready to be moved into place."""
+        staging = os.path.join(self.work, "target")
+        os.mkdir(staging)
+        missing = self.missing()
+        if missing is not None:
+            self.pip(_install_command(self.code_dir, missing, staging,
+                                      os.path.join(self.work, "cache")))
+        with open(os.path.join(staging, COMPLETE_MARKER), "w", encoding="utf-8") as marker:
+            marker.write(f"{os.path.join(self.code_dir, REQUIREMENTS_FILE)}\n")
+        return staging
 
 
 def _pip_environment() -> dict[str, str]:
@@ -102,20 +179,21 @@ def _tail(output: str) -> str:
     return "\n".join(lines)[-OUTPUT_TAIL_CHARS:]
 
 
-def _run_pip(command: list[str], cwd: str, timeout_s: int) -> None:
+def _run_pip(command: list[str], cwd: str, deadline: float, limit_s: int) -> None:
+    """Run pip until ``deadline`` (monotonic), the end of the install's ``limit_s``."""
     # A session of its own, so that a timeout also kills whatever pip started (builds).
     process = subprocess.Popen(
         command, cwd=cwd, env=_pip_environment(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        output, _ = process.communicate(timeout=timeout_s)
+        output, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         raise RequirementsError(
-            f"code/{REQUIREMENTS_FILE} did not install within {timeout_s} s "
+            f"code/{REQUIREMENTS_FILE} did not install within {limit_s} s "
             f"(MME_REQUIREMENTS_TIMEOUT_SECONDS); the end of pip's output:\n"
             f"{_tail(output.decode(errors='replace'))}"
         ) from None
@@ -163,17 +241,15 @@ def _remove_leftovers(root: str, key: str) -> None:
 def _install(code_dir: str, root: str, key: str, timeout_s: int) -> None:
     target = os.path.join(root, key)
     _remove_leftovers(root, key)
-    staging = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{key}-", dir=root)
+    work = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{key}-", dir=root)
     try:
         logger.info("installing code/%s into %s", REQUIREMENTS_FILE, target)
-        _run_pip(pip_command(code_dir, staging), code_dir, timeout_s)
-        with open(os.path.join(staging, COMPLETE_MARKER), "w", encoding="utf-8") as marker:
-            marker.write(f"{os.path.join(code_dir, REQUIREMENTS_FILE)}\n")
+        staged = _Install(code_dir, work, time.monotonic() + timeout_s, timeout_s).staged()
         # Only a folder without the marker can be here: it never served, so replace it.
         shutil.rmtree(target, ignore_errors=True)
-        os.rename(staging, target)
+        os.rename(staged, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def install_requirements(model_dir: str, root: str, timeout_s: int) -> str | None:
@@ -211,6 +287,7 @@ def activate_requirements(model_dir: str, root: str, timeout_s: int) -> str | No
     target = install_requirements(model_dir, root, timeout_s)
     if target is None:
         return None
+    _warn_of_shadowed_modules(target)
     while target in sys.path:
         sys.path.remove(target)
     code_dir = code_dir_of(model_dir)
@@ -218,3 +295,18 @@ def activate_requirements(model_dir: str, root: str, timeout_s: int) -> str | No
     sys.path.insert(position, target)
     importlib.invalidate_caches()  # the folder may be new since the last import looked
     return target
+
+
+def _warn_of_shadowed_modules(target: str) -> None:
+    # A module the worker has imported already (from the server's environment, or the
+    # prefork parent's) stays the one in use: the model's own version would not be.
+    shadowed = sorted(
+        name for name in (entry.removesuffix(".py") for entry in os.listdir(target))
+        if name in sys.modules
+    )
+    if shadowed:
+        logger.warning(
+            "code/%s installs %s, which this worker has imported already from the server's "
+            "environment: the model will use the server's version", REQUIREMENTS_FILE,
+            ", ".join(shadowed),
+        )

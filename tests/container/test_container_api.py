@@ -12,7 +12,9 @@ from typing import Any
 
 import requests
 
+from mme.model_requirements import COMPLETE_MARKER
 from tests.model_builders import expected_linear, jpeg_bytes, make_model_dir
+from tests.requirements.wheels import PACKAGE, build_wheel
 
 JSON = "application/json"
 TIMEOUT = 120
@@ -158,6 +160,31 @@ def test_models_with_colliding_module_names_each_get_their_own(
         loaded(server, models_root, name, code, weights=False)
     assert invoke(server, "collide-a", b"{}").json() == {"value": 1}
     assert invoke(server, "collide-b", b"{}").json() == {"value": 2}
+
+
+def test_requirements_install_offline_from_code_lib_without_what_the_server_has(
+    server: Any, models_root: Path
+) -> None:
+    code = {
+        "inference.py": """
+            import json, os
+            import mme_tinydep, torch
+            def model_fn(model_dir):
+                return os.path.dirname(os.path.dirname(mme_tinydep.__file__))
+            def transform_fn(model, data, content_type, accept):
+                folder = sorted(os.listdir(model))
+                return json.dumps({"version": mme_tinydep.VERSION, "folder": folder,
+                                   "torch": torch.__file__}), "application/json"
+        """,
+        "requirements.txt": f"{PACKAGE}==4.0\n",
+    }
+    model_dir = make_model_dir(models_root, "with-deps", code, weights=False)
+    build_wheel(model_dir / "code" / "lib", "4.0", requires=("torch",))  # the image has torch
+    assert load(server, "with-deps").status_code == 200
+    answer = invoke(server, "with-deps", b"{}").json()
+    assert answer["version"] == "4.0"
+    assert answer["folder"] == sorted([COMPLETE_MARKER, PACKAGE, f"{PACKAGE}-4.0.dist-info"])
+    assert "/site-packages/torch/" in answer["torch"]
 
 
 def test_headers_reach_functions_that_take_context(server: Any, models_root: Path) -> None:

@@ -24,7 +24,8 @@ from mme.model_requirements import (
     requirements_key,
 )
 from tests.model_builders import make_model_dir
-from tests.requirements.wheels import PACKAGE, ship_requirements
+from tests.requirements.private_index import private_index
+from tests.requirements.wheels import PACKAGE, build_wheel, ship_requirements
 
 pytestmark = pytest.mark.usefixtures("restore_import_state")
 
@@ -84,6 +85,54 @@ def test_another_version_of_the_same_package_gets_its_own_folder(tmp_path: Path)
     assert one is not None and two is not None and one != two
     for folder, version in ((one, "1.0"), (two, "2.0")):
         assert (Path(folder) / PACKAGE / "__init__.py").read_text() == f"VERSION = {version!r}\n"
+
+
+def installed_distributions(folder: str) -> list[str]:
+    return sorted(entry.removesuffix(".dist-info") for entry in os.listdir(folder)
+                  if entry.endswith(".dist-info"))
+
+
+def test_what_the_servers_environment_has_is_not_installed_again(tmp_path: Path) -> None:
+    # Offline, a dependency that is not in code/lib/ can only come from the environment.
+    model_dir = model_with(tmp_path, "a", f"{PACKAGE}==1.0\n")
+    build_wheel(model_dir / "code" / "lib", "1.0", requires=("torch", "psutil>=1"))
+    target = install_requirements(str(model_dir), str(tmp_path / "deps"), TIMEOUT_S)
+    assert target is not None
+    assert installed_distributions(target) == [f"{PACKAGE}-1.0"]
+    assert not (Path(target) / "torch").exists()
+
+
+def test_requirements_the_environment_meets_install_nothing_and_need_no_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # nothing listens there
+    model_dir = model_with(tmp_path, "a", "torch\npsutil>=1\n")
+    target = install_requirements(str(model_dir), str(tmp_path / "deps"), TIMEOUT_S)
+    assert target is not None
+    assert sorted(os.listdir(target)) == [COMPLETE_MARKER]
+
+
+def test_a_version_the_environment_lacks_is_installed_for_the_model_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # pytest, and so this process, has imported iniconfig (2.x) from the environment.
+    model_dir = model_with(tmp_path, "a", "iniconfig==0.0.1\n")
+    build_wheel(model_dir / "code" / "lib", "0.0.1", name="iniconfig")
+    sys.path.insert(0, str(model_dir / "code"))
+    target = activate_requirements(str(model_dir), str(tmp_path / "deps"), TIMEOUT_S)
+    assert target is not None
+    assert installed_distributions(target) == ["iniconfig-0.0.1"]
+    assert "installs iniconfig, which this worker has imported already" in caplog.text
+
+
+def test_the_index_settings_of_requirements_txt_hold_for_the_install_too(tmp_path: Path) -> None:
+    with private_index(tmp_path / "index", PACKAGE, "3.0") as index:
+        host = index.split("/")[2]
+        model_dir = model_with(tmp_path, "a",
+                               f"--index-url {index}\n--trusted-host {host}\n{PACKAGE}==3.0\n")
+        target = install_requirements(str(model_dir), str(tmp_path / "deps"), TIMEOUT_S)
+    assert target is not None
+    assert installed_distributions(target) == [f"{PACKAGE}-3.0"]
 
 
 def test_a_broken_requirement_fails_with_the_end_of_pips_output(tmp_path: Path) -> None:

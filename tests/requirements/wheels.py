@@ -15,14 +15,19 @@ def _record_line(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
-def build_wheel(out_dir: Path, version: str, name: str = PACKAGE) -> Path:
-    """``<name>-<version>-py3-none-any.whl`` whose module says ``VERSION = '<version>'``."""
+def build_wheel(out_dir: Path, version: str, name: str = PACKAGE,
+                requires: tuple[str, ...] = ()) -> Path:
+    """``<name>-<version>-py3-none-any.whl`` whose module says ``VERSION = '<version>'``.
+
+    ``requires`` become its ``Requires-Dist`` lines (its dependencies).
+    """
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": f"VERSION = {version!r}\n".encode(),
         f"{dist_info}/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
             "Summary: a test package\n"
+            + "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
         ).encode(),
         f"{dist_info}/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: mme-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"

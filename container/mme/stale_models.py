@@ -9,10 +9,14 @@ that SageMaker retries after freeing memory gets 409 and the model never serves.
 worker leaves a marker in the server's private folder; the sweeper, in `mme serve`,
 waits until MMS shows that model without workers and unregisters it.
 
-A model that is being LOADed again is also listed without workers, for the few
-milliseconds between its registration and the start of its worker; a marker can outlive
-the failed LOAD by that much (a hung worker writes it as it ends). So the sweeper
-unregisters a model only when it has seen it without workers for ``CONFIRM_S`` on end.
+Neither answer of MMS is final at first sight, so the sweeper acts on one only once it
+has held for ``CONFIRM_S``:
+
+* "without workers": a model that is being LOADed again is also listed so, for the few
+  milliseconds between its registration and the start of its worker; a marker can
+  outlive the failed LOAD by that much (a hung worker writes it as it ends).
+* 404: MMS's unregister takes the model out of its table first and puts it back when
+  its clean-up is interrupted, which is exactly the case the sweeper is for.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class StaleModelSweeper(threading.Thread):
         self._folder = os.path.join(server_temp_dir, MARKER_DIR)
         self._confirm_s = confirm_s
         self._stopped = threading.Event()
-        self._idle_since: dict[str, float] = {}  # model -> first of its sweeps without workers
+        self._seen: dict[str, tuple[bool, float]] = {}  # model -> (registered, since when)
 
     def run(self) -> None:
         """Sweep until :meth:`stop`."""
@@ -76,20 +80,24 @@ class StaleModelSweeper(threading.Thread):
             name = unquote(entry)
             if self._settled(name, time.time() - os.path.getmtime(marker)):
                 os.remove(marker)
-                self._idle_since.pop(name, None)
+                self._seen.pop(name, None)
 
     def _settled(self, name: str, age_s: float) -> bool:
         workers = self._workers(name)
-        if workers is None:  # MMS did unregister it
-            return True
         if workers:
-            self._idle_since.pop(name, None)
+            self._seen.pop(name, None)
             return age_s > MARKER_EXPIRY_S  # loaded again meanwhile: leave it alone
-        idle_since = self._idle_since.setdefault(name, time.monotonic())
-        if time.monotonic() - idle_since < self._confirm_s:
-            return False  # maybe a new LOAD, about to start its worker
-        self._request("DELETE", name)
-        logger.info("unregistered %s: MMS left it without workers after a failed LOAD", name)
+        registered = workers is not None
+        now = time.monotonic()
+        seen, since = self._seen.get(name, (not registered, now))
+        if seen != registered:
+            self._seen[name] = (registered, now)
+            return False
+        if now - since < self._confirm_s:
+            return False
+        if registered:
+            self._request("DELETE", name)
+            logger.info("unregistered %s: MMS left it without workers after a failed LOAD", name)
         return True
 
     def _workers(self, name: str) -> list[object] | None:

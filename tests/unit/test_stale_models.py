@@ -131,6 +131,24 @@ def test_a_model_mms_unregistered_itself_only_loses_its_marker(
     mms: ScriptedModels, tmp_path: Path,
 ) -> None:
     report_failed_load(str(tmp_path), "a b/c")  # any name: the marker's file name is quoted
-    sweeper_for(mms, tmp_path).sweep_once()
+    sweeper = sweeper_for(mms, tmp_path)
+    sweeper.sweep_once()
+    time.sleep(CONFIRM_S)
+    sweeper.sweep_once()
     assert mms.deleted == []
+    assert markers(tmp_path) == []
+
+
+def test_a_404_that_mms_takes_back_is_not_trusted(mms: ScriptedModels, tmp_path: Path) -> None:
+    # MMS's unregister drops the model from its table, then puts it back when its
+    # clean-up is interrupted (seen after an out-of-memory LOAD).
+    report_failed_load(str(tmp_path), "m")
+    sweeper = sweeper_for(mms, tmp_path)
+    sweeper.sweep_once()  # 404
+    mms.listed["m"] = []
+    sweeper.sweep_once()
+    assert markers(tmp_path) == ["m"]
+    time.sleep(CONFIRM_S)
+    sweeper.sweep_once()
+    assert mms.deleted == ["m"]
     assert markers(tmp_path) == []

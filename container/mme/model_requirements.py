@@ -134,13 +134,17 @@ class _Install:
     deadline: float
     limit_s: int
 
+    @property
+    def cache(self) -> str:
+        return os.path.join(self.work, "cache")
+
     def pip(self, command: list[str]) -> None:
         _run_pip(command, self.code_dir, self.deadline, self.limit_s)
 
     def missing(self) -> str | None:
         """A requirements file of what the environment lacks, pinned to files; None if nothing."""
         report = os.path.join(self.work, "report.json")
-        self.pip(_resolve_command(self.code_dir, report, os.path.join(self.work, "cache")))
+        self.pip(_resolve_command(self.code_dir, report, self.cache))
         with open(report, encoding="utf-8") as data:
             artifacts = [_artifact(item["download_info"])
                          for item in json.load(data).get("install", [])]
@@ -159,8 +163,7 @@ class _Install:
         os.mkdir(staging)
         missing = self.missing()
         if missing is not None:
-            self.pip(_install_command(self.code_dir, missing, staging,
-                                      os.path.join(self.work, "cache")))
+            self.pip(_install_command(self.code_dir, missing, staging, self.cache))
         with open(os.path.join(staging, COMPLETE_MARKER), "w", encoding="utf-8") as marker:
             marker.write(f"{os.path.join(self.code_dir, REQUIREMENTS_FILE)}\n")
         return staging

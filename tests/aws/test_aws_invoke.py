@@ -7,10 +7,9 @@ in the sequence each test gives it, and records what the real boto3 client sent.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from mme.aws.errors import ModelInvocationError
 from mme.aws.invoke import MAX_BODY_BYTES, InvokeRequest, invoke, runtime_config
 from mme.aws.session import AwsTarget
 from tests.aws.aws_cli import run_mme, text
+from tests.http_threads import LoopbackHTTPServer, serving
 
 
 @dataclass
@@ -35,17 +35,13 @@ class Seen:
     body: bytes
 
 
-class FakeRuntime(ThreadingHTTPServer):
+class FakeRuntime(LoopbackHTTPServer):
     """Answers each POST with the next Reply, repeating the last one."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.replies: list[Reply] = []
         self.seen: list[Seen] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,12 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def runtime(aws_env: dict[str, str]) -> Iterator[FakeRuntime]:
-    server = FakeRuntime()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeRuntime()) as server:
+        yield server
 
 
 def _error(status: int, code: str, **members: object) -> Reply:

@@ -8,31 +8,27 @@ appears; the registration left by a failed LOAD stays without workers for good.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from mme.stale_models import MARKER_DIR, StaleModelSweeper, report_failed_load
+from tests.http_threads import LoopbackHTTPServer, serving
 
 CONFIRM_S = 0.3
 WORKER = {"id": "9001", "status": "READY"}
 
 
-class ScriptedModels(ThreadingHTTPServer):
+class ScriptedModels(LoopbackHTTPServer):
     """``GET /models/<name>`` answers from ``listed`` (absent: 404); DELETEs are recorded."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.listed: dict[str, list[dict[str, str]]] = {}
         self.deleted: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -64,12 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mms() -> Iterator[ScriptedModels]:
-    server = ScriptedModels()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ScriptedModels()) as server:
+        yield server
 
 
 def sweeper_for(mms: ScriptedModels, temp_dir: Path) -> StaleModelSweeper:

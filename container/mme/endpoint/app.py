@@ -131,8 +131,10 @@ class EndpointApp:
             self._note_lease(record, lease)
             try:
                 answer = self._call_model(record, lease, payload, forwarded)
-                if answer.status == 404 and attempt == 1:
-                    # The container lost the model (restarted, or evicted meanwhile): reload once.
+                if attempt == 1 and (answer.status == 404 or (
+                        answer.status == 503 and self.registry.outdated(lease))):
+                    # The container lost the model (restarted, or evicted meanwhile): reload
+                    # once, unless another call is doing so already (then wait for it).
                     self.registry.invalidate(lease)
                     continue
             finally:

@@ -80,6 +80,7 @@ class ModelEntry:
     in_flight: int = 0
     last_used: int = 0
     disk_bytes: int = 0
+    losses: int = 0  # how often the container was found to have lost it (see invalidate)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Lease:
     cache_hit: bool
     wait_us: int
     phases: Phases
+    losses: int  # the entry's count when the lease was taken
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ class ModelRegistry:
                 if entry.job is None and entry.state == LOADED:
                     entry.in_flight += 1
                     entry.last_used = next(self._clock)
-                    return Lease(entry, hit is None, _elapsed_us(started), phases)
+                    return Lease(entry, hit is None, _elapsed_us(started), phases,
+                                 entry.losses)
                 hit = False
                 if entry.job is None:
                     entry.job = self._start_job(self._prepare, entry)
@@ -170,9 +173,20 @@ class ModelRegistry:
     def invalidate(self, lease: Lease) -> None:
         """The container does not know the model (404): load it again on the next acquire."""
         with self._lock:
-            if lease.entry.job is None and lease.entry.state == LOADED:
-                lease.entry.state = ON_DISK
+            entry = lease.entry
+            if entry.losses == lease.losses and entry.job is None and entry.state == LOADED:
+                entry.state = ON_DISK
+                entry.losses += 1
                 self._publish_count()
+
+    def outdated(self, lease: Lease) -> bool:
+        """Whether another call found the model lost since ``lease`` was taken.
+
+        The container then answers a call that holds the old lease with 404, or with 503
+        while the model is LOADed again (registered, its worker not up yet).
+        """
+        with self._lock:
+            return lease.entry.losses != lease.losses
 
     def close(self) -> None:
         """Start no more jobs; running ones end with the process (their threads are daemons)."""

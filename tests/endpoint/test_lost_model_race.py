@@ -12,14 +12,13 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.endpoint.processes import Endpoint, base_env
-from tests.http_threads import LoopbackHTTPServer, serving
+from tests.http_threads import JSONHandler, LoopbackHTTPServer, serving
 
 RACE_TIMEOUT_S = 20
 
@@ -44,16 +43,16 @@ class ForgetfulContainer(LoopbackHTTPServer):
         return 503
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server: ForgetfulContainer
 
     def do_GET(self) -> None:
         if self.path == "/ping":
-            self._answer(200, {"status": "Healthy"})
+            self.answer(200, {"status": "Healthy"})
         elif self.path.startswith("/models/"):
-            self._answer(200, [{"modelName": self.path.split("/")[2], "workers": [{}]}])
+            self.answer(200, [{"modelName": self.path.split("/")[2], "workers": [{}]}])
         else:
-            self._answer(200, {"models": []})
+            self.answer(200, {"models": []})
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -61,32 +60,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.loads += 1
             if self.server.lost.is_set():
                 self.server.loaded_again.set()
-            self._answer(200, {"status": "Model registered"})
+            self.answer(200, {"status": "Model registered"})
             return
         status = self.server.invoke_status()
         self.server.answers.append(status)
         if status == 200:
-            self._answer(200, {"answer": 42})
+            self.answer(200, {"answer": 42})
         elif status == 404:
-            self._answer(404, {"code": 404, "type": "ModelNotFoundException",
+            self.answer(404, {"code": 404, "type": "ModelNotFoundException",
                                "message": "Model not found"})
         else:
-            self._answer(503, {"code": 503, "type": "ServiceUnavailableException",
+            self.answer(503, {"code": 503, "type": "ServiceUnavailableException",
                                "message": "No worker is available to serve request"})
 
     def do_DELETE(self) -> None:
-        self._answer(200, {"status": "Model unregistered"})
-
-    def _answer(self, status: int, body: object) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(200, {"status": "Model unregistered"})
 
 
 @pytest.fixture

@@ -7,16 +7,14 @@ appears; the registration left by a failed LOAD stays without workers for good.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from mme.stale_models import MARKER_DIR, StaleModelSweeper, report_failed_load
-from tests.http_threads import LoopbackHTTPServer, serving
+from tests.http_threads import JSONHandler, LoopbackHTTPServer, serving
 
 CONFIRM_S = 0.3
 WORKER = {"id": "9001", "status": "READY"}
@@ -31,31 +29,21 @@ class ScriptedModels(LoopbackHTTPServer):
         self.deleted: list[str] = []
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server: ScriptedModels
 
     def do_GET(self) -> None:
         name = self.path.removeprefix("/models/")
         if name not in self.server.listed:
-            self._answer(404, {"code": 404, "message": f"Model not found: {name}"})
+            self.answer(404, {"code": 404, "message": f"Model not found: {name}"})
         else:
-            self._answer(200, [{"modelName": name, "workers": self.server.listed[name]}])
+            self.answer(200, [{"modelName": name, "workers": self.server.listed[name]}])
 
     def do_DELETE(self) -> None:
         name = self.path.removeprefix("/models/")
         self.server.deleted.append(name)
         self.server.listed.pop(name, None)
-        self._answer(200, {"status": f'Model "{name}" unregistered'})
-
-    def _answer(self, status: int, body: object) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(200, {"status": f'Model "{name}" unregistered'})
 
 
 @pytest.fixture

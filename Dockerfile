@@ -51,8 +51,11 @@ LABEL com.amazonaws.sagemaker.capabilities.multi-models=true \
       org.opencontainers.image.title="sagemaker-mme-pytorch" \
       org.opencontainers.image.description="SageMaker multi-model inference container for PyTorch"
 
+# SageMaker reaches the server from outside the container: every interface (natively,
+# `mme serve` listens on loopback only).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MME_BIND_ADDRESS=0.0.0.0 \
     PATH=/opt/mme/venv/bin:${PATH}
 
 # A headless Java 17 for MMS's frontend.

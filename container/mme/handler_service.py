@@ -16,9 +16,9 @@ from mme.model_code import activate_code_dir
 from mme.model_requirements import RequirementsError, activate_requirements
 from mme.pytorch_defaults import PytorchDefaults
 from mme.settings import Settings
-from mme.stale_models import report_failed_load
 from mme.transformer import ModelTransformer
 from mme.worker_guard import guarded
+from mme.worker_records import record_load_failure, record_worker
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +39,25 @@ class HandlerService(DefaultHandlerService):
     def initialize(self, context: Any) -> None:
         """Load the model; a failure fails the LOAD (507 when memory ran out)."""
         model_dir = context.system_properties["model_dir"]
-        _check_addressable(context.model_name)
-        code_dir = activate_code_dir(model_dir)
-        logger.info("loading model from %s (code: %s)", model_dir, code_dir or "none")
         try:
+            code_dir = activate_code_dir(model_dir)
+            logger.info("loading model from %s (code: %s)", model_dir, code_dir or "none")
             activate_requirements(model_dir, self._settings.requirements_dir,
                                   self._settings.requirements_timeout_s)
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
-        except RequirementsError as exc:
-            # pip's output says why; a stack trace of our installer would only bury it.
-            logger.error("model in %s failed to load: %s", model_dir, exc.message)
-            raise
         except Exception as exc:
-            logger.error("model in %s failed to load: %s", model_dir, short_message(exc),
-                         exc_info=exc)
+            self._load_failed(context.model_name, model_dir, exc)
             if is_out_of_memory(exc):
-                report_failed_load(self._settings.server_temp_dir, context.model_name)
                 # MMS answers the LOAD with 507 only for a MemoryError.
                 raise MemoryError(short_message(exc)) from exc
             raise
 
-
-def _check_addressable(model_name: str) -> None:
-    # MMS registers any name, but one with a "/" (or "." or "..") can never be reached
-    # again under /models/<name>: the model could be neither invoked nor unloaded.
-    if "/" in model_name or model_name in (".", ".."):
-        message = (f"model name {model_name!r} cannot be used in /models/<name>/invoke: "
-                   "a name must not contain '/' or be '.' or '..'")
-        logger.error("refusing to load: %s", message)
-        raise ModelLoadError(message)
+    def _load_failed(self, model_name: str, model_dir: str, exc: Exception) -> None:
+        reason = short_message(exc)
+        # pip's output says why requirements failed; our installer's stack trace would bury it.
+        trace = None if isinstance(exc, RequirementsError) else exc
+        logger.error("model in %s failed to load: %s", model_dir, reason, exc_info=trace)
+        record_load_failure(self._settings.server_temp_dir, model_name, reason)
 
 
 _service: HandlerService | None = None
@@ -78,10 +68,13 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
     global _service
     if data is None:
         settings = Settings.from_env()
+        record_worker(settings.server_temp_dir, context.model_name)
+        timed_out = (f"the LOAD did not finish within {settings.response_timeout_s} s "
+                     "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS)")
         with guarded(f"the LOAD of model {context.model_name}", settings.response_timeout_s,
                      settings.server_temp_dir,
-                     on_abandon=lambda: report_failed_load(settings.server_temp_dir,
-                                                           context.model_name)):
+                     on_abandon=lambda: record_load_failure(settings.server_temp_dir,
+                                                            context.model_name, timed_out)):
             _service = HandlerService(settings)
             _service.initialize(context)
         return None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +21,19 @@ from types import FrameType
 import mms
 from sagemaker_inference import model_server
 
+from mme.gateway.app import Gateway, GatewayThread
+from mme.gateway.management import Management
+from mme.gateway.upstream import Upstream
+from mme.ports import free_port
 from mme.prefork.zygote_process import ZygoteError, ZygoteProcess
 from mme.settings import Settings
-from mme.stale_models import StaleModelSweeper
-from mme.worker_guard import busy_workers
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HANDLER_SERVICE = "mme.handler_service:handle"
 STOP_GRACE_S = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
 DRAIN_LIMIT_S = 15.0  # of the grace, what the requests in flight may use before MMS stops
-DRAIN_SETTLE_POLLS = 3  # no worker busy this many polls in a row: nothing is in flight
+DRAIN_SETTLE_POLLS = 3  # nothing in flight this many polls in a row: the drain is over
 POLL_INTERVAL_S = 0.2
 
 _LOG4J_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN"}
@@ -41,11 +43,15 @@ class ServerStartError(RuntimeError):
     """MMS did not start, or did not become healthy in time."""
 
 
-def mms_properties(settings: Settings, handler_service: str) -> str:
-    """The MMS configuration: the toolkit's multi-model defaults, then our settings."""
+def mms_properties(settings: Settings, handler_service: str, mms_port: int) -> str:
+    """The MMS configuration: the toolkit's multi-model defaults, then our settings.
+
+    MMS listens on ``mms_port`` of the loopback interface only: the gateway owns the
+    server's port.
+    """
     with open(model_server.MME_MMS_CONFIG_FILE, encoding="utf-8") as defaults:
         lines = [line.rstrip("\n") for line in defaults if "$$" not in line]
-    address = f"http://0.0.0.0:{settings.port}"
+    address = f"http://127.0.0.1:{mms_port}"
     lines += [
         f"default_service_handler={handler_service}",
         f"default_workers_per_model={settings.workers_per_model}",
@@ -100,17 +106,6 @@ def _java_command(python: str, config_file: str, log_config: str, env: dict[str,
             "-f", config_file, "-s", "/"]
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
-        # As MMS does: connections of an earlier server in TIME_WAIT do not block the port.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
 def answers_ping(port: int) -> bool:
     """Whether MMS on ``port`` (this host) answers ``/ping`` with 200 within 2 s."""
     try:
@@ -133,20 +128,29 @@ class ModelServer:
         self._drain_announced = False
         # Short, because MMS puts unix sockets here (their paths are limited to ~108 bytes).
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
-        self._sweeper = StaleModelSweeper(f"http://127.0.0.1:{settings.port}", self.temp_dir)
+        self.mms_port = free_port()
+        upstream = Upstream("127.0.0.1", self.mms_port)
+        self.gateway = Gateway(upstream, Management(upstream, self.temp_dir))
+        self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 
     def start(self) -> None:
         """Start MMS and return once ``/ping`` answers; raise ServerStartError otherwise."""
         handler, handler_dir = resolve_handler(self.handler_service)
-        if _port_in_use(self.settings.port):
-            # Checked first: another server's /ping would otherwise pass for ours.
+        try:
+            # First: the port is the one thing another program can take from us.
+            self._gateway_thread.listen(self.settings.bind_address, self.settings.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerStartError(
+                    f"port {self.settings.port} is in use (SAGEMAKER_BIND_TO_PORT)") from exc
             raise ServerStartError(
-                f"port {self.settings.port} is in use (SAGEMAKER_BIND_TO_PORT)"
-            )
+                f"cannot listen on {self.settings.bind_address}:{self.settings.port} "
+                f"(SAGEMAKER_BIND_TO_PORT, MME_BIND_ADDRESS): {exc.strerror or exc}"
+            ) from exc
         config_file = os.path.join(self.temp_dir, "mms.properties")
         with open(config_file, "w", encoding="utf-8") as out:
-            out.write(mms_properties(self.settings, handler))
+            out.write(mms_properties(self.settings, handler, self.mms_port))
         log_config = str(resources.files("mme") / "etc" / "log4j2.xml")
         env = self.settings.worker_environment(handler, self.temp_dir)
         if handler_dir:
@@ -154,9 +158,9 @@ class ModelServer:
         env["MME_LOG4J_LEVEL"] = _log4j_level(self.settings.log_level)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         os.makedirs(env["LOG_LOCATION"], exist_ok=True)
-        logger.info("starting MMS on port %d (handler %s, %s workers, temp %s)",
-                    self.settings.port, self.handler_service, self.settings.worker_mode,
-                    self.temp_dir)
+        logger.info("starting MMS on 127.0.0.1:%d behind %s:%d (handler %s, %s workers, "
+                    "temp %s)", self.mms_port, self.settings.bind_address, self.settings.port,
+                    self.handler_service, self.settings.worker_mode, self.temp_dir)
         python = self._zygote.launcher if self._zygote else sys.executable
         try:
             # Its own session: the process group that request_stop and stop signal.
@@ -186,11 +190,12 @@ class ModelServer:
             if code is not None:
                 raise ServerStartError(
                     f"MMS exited with code {code} before the server was ready on port "
-                    f"{self.settings.port} (is Java 17 missing?)"
+                    f"{self.mms_port} (is Java 17 missing?)"
                 )
-            if answers_ping(self.settings.port) and self._workers_ready():
-                logger.info("MMS is healthy on http://127.0.0.1:%d", self.settings.port)
-                self._sweeper.start()
+            if answers_ping(self.mms_port) and self._workers_ready():
+                self._gateway_thread.set_ready()
+                logger.info("the model server is healthy on http://%s:%d",
+                            self.settings.bind_address, self.settings.port)
                 if self._zygote:
                     self._zygote.watch()
                 return
@@ -238,20 +243,20 @@ class ModelServer:
             _signal_group(self.process.pid, signal.SIGKILL)
 
     def _drained(self) -> bool:
-        busy = busy_workers(self.temp_dir)
+        busy = self.gateway.in_flight
         if busy and not self._drain_announced:
             self._drain_announced = True
-            logger.info("waiting for %d busy worker(s) to finish before stopping", len(busy))
+            logger.info("waiting for %d request(s) in flight to finish before stopping", busy)
         self._idle_polls = 0 if busy else self._idle_polls + 1
         return self._idle_polls >= DRAIN_SETTLE_POLLS
 
     def stop(self) -> None:
         """Stop MMS, kill any worker left behind, and remove the temp folder."""
-        self._sweeper.stop()
         if self.process is not None:
             self.request_stop()
             self.wait()
             _signal_group(self.process.pid, signal.SIGKILL)
+        self._gateway_thread.stop()
         if self._zygote:
             self._zygote.stop()  # its own process group: the workers forked from it
         shutil.rmtree(self.temp_dir, ignore_errors=True)

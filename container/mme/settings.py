@@ -6,12 +6,14 @@ variable it comes from, and a bad value fails fast with a message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-MAX_MMS_PORT = 32766  # MMS refuses to bind above this port
+MAX_MMS_PORT = 32766  # MMS refuses to bind above this port (its own, private one)
+MAX_PORT = 65535
 MIB = 1024 * 1024
 
 
@@ -94,6 +96,18 @@ def _worker_mode(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
+def _bind_address(env: Mapping[str, str], name: str) -> str:
+    # Natively the management API (which loads any folder it is told to) stays on this
+    # host; the image sets 0.0.0.0, as SageMaker reaches the container from outside.
+    raw = env.get(name, "").strip() or "127.0.0.1"
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an IP address (127.0.0.1, 0.0.0.0, ::)") \
+            from None
+    return raw
+
+
 def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -103,6 +117,7 @@ class Settings:
     """The serving core's configuration (see the README's configuration table)."""
 
     port: int = 8080
+    bind_address: str = "127.0.0.1"
     workers_per_model: int = 1
     response_timeout_s: int = 60
     max_payload_bytes: int = 6 * MIB
@@ -134,7 +149,8 @@ class Settings:
         response_timeout_s = _integer(env, timeout_var, 60, 1, 3600)
         base_dir = env.get("SAGEMAKER_BASE_DIR", "").strip() or "/opt/ml"
         return cls(
-            port=_integer(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, MAX_MMS_PORT),
+            port=_integer(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, MAX_PORT),
+            bind_address=_bind_address(env, "MME_BIND_ADDRESS"),
             workers_per_model=_integer(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64),
             response_timeout_s=response_timeout_s,
             max_payload_bytes=_integer(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 2047) * MIB,

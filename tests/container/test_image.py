@@ -116,7 +116,7 @@ def test_the_container_exits_when_the_server_dies(
     # MMS answers /ping before `mme serve` is ready (it also waits for the prefork zygote):
     # kill Java only once the server has said it is up, so that this is a crash, not a start.
     deadline = time.monotonic() + TIMEOUT
-    while "MMS is healthy" not in server.log() and time.monotonic() < deadline:
+    while "the model server is healthy on" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.2)
     java = [p for p in server.descendants() if p.name() == "java"]
     assert java, [p.name() for p in server.descendants()]

@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
 def ready_log(server: NativeServer) -> None:
     """Wait until `mme serve` says it is ready (in prefork mode: the zygote is)."""
     deadline = time.monotonic() + READY_WITHIN_S
-    while "MMS is healthy on" not in server.log():
+    while "the model server is healthy on" not in server.log():
         assert time.monotonic() < deadline, "the server never became ready"
         time.sleep(0.1)
 

@@ -169,7 +169,7 @@ def test_mme_serve_reports_ready_only_once_the_zygote_is(server: NativeServer) -
     ready_log(server)
     log = server.log()
     assert "prefork workers" in log
-    assert log.index("prefork: the warm parent") < log.index("MMS is healthy on")
+    assert log.index("prefork: the warm parent") < log.index("the model server is healthy on")
 
 
 def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeServer) -> None:

@@ -39,7 +39,7 @@ def run_serve(env: dict[str, str], timeout_s: float = 120) -> subprocess.Complet
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("SAGEMAKER_BIND_TO_PORT", "40000"), ("SAGEMAKER_MODEL_SERVER_WORKERS", "many")],
+    [("SAGEMAKER_BIND_TO_PORT", "65536"), ("SAGEMAKER_MODEL_SERVER_WORKERS", "many")],
 )
 def test_bad_settings_fail_fast_naming_the_variable(variable: str, value: str) -> None:
     started = time.monotonic()

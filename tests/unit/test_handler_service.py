@@ -167,12 +167,3 @@ def test_pre_model_fn_and_model_warmup_fn_run_around_model_fn(tmp_path: Path) ->
     service, context = load(make_model_dir(tmp_path, "warm", {"inference.py": code}, False))
     _, _, body = invoke(service, context, b"", **{"Content-Type": JSON})
     assert json.loads(str(body)) == {"calls": ["pre", "model", "warmup"], "warm": True}
-
-
-@pytest.mark.parametrize("name", ["a/b", "../x", ".", ".."])
-def test_a_name_that_no_url_can_reach_fails_the_load(tmp_path: Path, name: str) -> None:
-    model_dir = make_model_dir(tmp_path, "named", {"inference.py": "def model_fn(d):\n    1\n"},
-                               weights=False)
-    service = HandlerService(Settings())
-    with pytest.raises(ModelLoadError, match="cannot be used in /models/<name>/invoke"):
-        service.initialize(FakeContext(str(model_dir), model_name=name))

@@ -8,6 +8,7 @@ from mme.settings import MIB, Settings, SettingsError
 def test_defaults_follow_sagemaker() -> None:
     settings = Settings.from_env({"OMP_NUM_THREADS": "2"})
     assert settings.port == 8080
+    assert settings.bind_address == "127.0.0.1"  # natively; the image sets 0.0.0.0
     assert settings.workers_per_model == 1
     assert settings.response_timeout_s == 60
     assert settings.max_payload_bytes == 6 * MIB
@@ -56,7 +57,8 @@ def test_numeric_log_level_as_the_sdk_sets_it() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
-        ("SAGEMAKER_BIND_TO_PORT", "32767", "1..32766"),
+        ("SAGEMAKER_BIND_TO_PORT", "65536", "1..65535"),
+        ("MME_BIND_ADDRESS", "localhost:80", "not an IP address"),
         ("SAGEMAKER_BIND_TO_PORT", "http", "not an integer"),
         ("SAGEMAKER_MODEL_SERVER_WORKERS", "0", "out of range"),
         ("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "-1", "out of range"),

@@ -1,0 +1,110 @@
+"""The gateway's routes, and the thread of `mme serve` that runs its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from http import HTTPStatus
+
+from mme.gateway.connection import ClientConnection
+from mme.gateway.http import Request, Response, error_response
+from mme.gateway.management import Management
+from mme.gateway.upstream import Upstream, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024  # SageMaker wants a connection accepted within 250 ms
+STOP_TIMEOUT_S = 5.0
+
+
+def model_of(path: str, suffix: str = "") -> str | None:
+    """The model name in ``/models/<name><suffix>``, or None for any other path."""
+    if not path.startswith("/models/") or not path.endswith(suffix):
+        return None
+    name = path[len("/models/"): len(path) - len(suffix)]
+    return name if name and "/" not in name else None
+
+
+class Gateway:
+    """Answers every request on the server's port, mostly by passing it to MMS."""
+
+    def __init__(self, upstream: Upstream, management: Management) -> None:
+        self._upstream = upstream
+        self._management = management
+        self.ready = False
+        self.in_flight = 0  # requests being answered, /ping aside
+
+    async def handle(self, request: Request) -> Response:
+        """Answer ``request``; never raises."""
+        if not self.ready:
+            return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
+                                  "the model server is starting", "ServiceUnavailableException")
+        counted = request.path != "/ping"
+        self.in_flight += counted
+        try:
+            return await self._route(request)
+        except UpstreamError as exc:
+            logger.error("%s", exc)
+            return error_response(HTTPStatus.BAD_GATEWAY, str(exc), "BadGatewayException")
+        except Exception:
+            logger.exception("the gateway failed to answer %s %s", request.method,
+                             request.target)
+            return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                  "the model server failed to answer; see its log",
+                                  "InternalServerException")
+        finally:
+            self.in_flight -= counted
+
+    async def _route(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if method == "POST" and path == "/models":
+            return await self._management.load(request)
+        if method == "DELETE" and (name := model_of(path)) is not None:
+            return await self._management.unload(request, name)
+        return await self._upstream.send(request)
+
+
+class GatewayThread:
+    """The gateway's event loop, on its own thread of `mme serve`."""
+
+    def __init__(self, gateway: Gateway, upstream: Upstream, max_body_bytes: int) -> None:
+        self.gateway = gateway
+        self._upstream = upstream
+        self._max_body = max_body_bytes
+        self._loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway",
+                                        daemon=True)
+
+    def listen(self, host: str, port: int) -> None:
+        """Bind ``host:port`` and start serving; OSError if the port cannot be had."""
+        self._server = self._loop.run_until_complete(self._loop.create_server(
+            lambda: ClientConnection(self.gateway.handle, self._max_body, self._tasks),
+            host, port, backlog=LISTEN_BACKLOG, reuse_address=True))
+        self._thread.start()
+
+    def set_ready(self) -> None:
+        """From now on, pass requests to MMS (before, they get 503)."""
+        self._loop.call_soon_threadsafe(setattr, self.gateway, "ready", True)
+
+    def stop(self) -> None:
+        """Stop listening, drop the connections, and end the thread."""
+        if not self._thread.is_alive():
+            self._loop.close()
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop)
+        try:
+            future.result(STOP_TIMEOUT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(STOP_TIMEOUT_S)
+            self._loop.close()
+
+    async def _shut_down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self._upstream.close()

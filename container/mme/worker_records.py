@@ -1,0 +1,110 @@
+"""What a model's workers leave in the server's private folder for the gateway to read.
+
+MMS tells neither which processes serve a model nor why a LOAD failed ("Failed to start
+workers"). Each worker of our handler service therefore records, at LOAD:
+
+* itself and the process that forked it (MMS's per-model server process), with their
+  start times, so that an UNLOAD can wait until they are gone (a pid that was reused by
+  another process is never waited for, nor killed);
+* the one-line reason when its LOAD fails, which the gateway puts in its answer.
+
+Layout: ``<server temp dir>/models/<hash of the model name>/{workers/<pid>,load-error}``
+(a hash, because a model name can be longer than a file name may be).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+
+import psutil
+
+MODELS_DIR = "models"
+LOAD_ERROR = "load-error"
+
+
+def model_folder(server_temp_dir: str, model_name: str) -> str:
+    """The folder of the records of ``model_name``."""
+    digest = hashlib.sha256(model_name.encode("utf-8", "surrogatepass")).hexdigest()
+    return os.path.join(server_temp_dir, MODELS_DIR, digest[:32])
+
+
+def record_worker(server_temp_dir: str, model_name: str) -> None:
+    """Record this process, and its parent, as processes of ``model_name``."""
+    if not server_temp_dir:
+        return  # not under `mme serve`: nobody reads the records
+    me = psutil.Process()
+    parent = me.parent()
+    entries = [(me.pid, me.create_time())]
+    if parent is not None:
+        entries.append((parent.pid, parent.create_time()))
+    folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, str(me.pid)), "w", encoding="utf-8") as out:
+        json.dump(entries, out)
+
+
+def record_load_failure(server_temp_dir: str, model_name: str, reason: str) -> None:
+    """Record why the LOAD of ``model_name`` failed (one line)."""
+    if not server_temp_dir:
+        return
+    folder = model_folder(server_temp_dir, model_name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOAD_ERROR), "w", encoding="utf-8") as out:
+        out.write(" ".join(reason.split()))
+
+
+def load_failure(server_temp_dir: str, model_name: str) -> str:
+    """Why the last LOAD of ``model_name`` failed, as its worker said; "" if it did not say."""
+    try:
+        with open(os.path.join(model_folder(server_temp_dir, model_name), LOAD_ERROR),
+                  encoding="utf-8") as reason:
+            return reason.read().strip()
+    except OSError:
+        return ""
+
+
+def model_processes(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
+    """The recorded processes of ``model_name`` that still run (the same processes, by start
+    time, not others that reuse their pids)."""
+    folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
+    found: dict[int, psutil.Process] = {}
+    for entry in _listdir(folder):
+        for pid, started in _entries(os.path.join(folder, entry)):
+            process = _same_process(pid, started)
+            if process is not None:
+                found[pid] = process
+    return list(found.values())
+
+
+def forget(server_temp_dir: str, model_name: str) -> None:
+    """Drop every record of ``model_name`` (before its LOAD, after its UNLOAD)."""
+    shutil.rmtree(model_folder(server_temp_dir, model_name), ignore_errors=True)
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _entries(path: str) -> list[tuple[int, float]]:
+    with contextlib.suppress(OSError, ValueError, TypeError), \
+            open(path, encoding="utf-8") as record:
+        return [(int(pid), float(started)) for pid, started in json.load(record)]
+    return []
+
+
+def _same_process(pid: int, started: float) -> psutil.Process | None:
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) < 0.01 and \
+                process.status() != psutil.STATUS_ZOMBIE:
+            return process
+    except psutil.Error:
+        pass
+    return None

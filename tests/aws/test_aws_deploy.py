@@ -86,21 +86,6 @@ def test_deploying_other_settings_needs_update_and_creates_nothing_without_it(
     assert resource_names(sagemaker, endpoint_name) == before
 
 
-def test_update_creates_the_new_config_and_fails_cleanly_where_update_endpoint_is_missing(
-    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
-) -> None:
-    # moto has no UpdateEndpoint (AWS has): the command must report it, not crash.
-    assert run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")).returncode == 0
-
-    updated = run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/v2/"), "--update")
-
-    models, configs = resource_names(sagemaker, endpoint_name)
-    assert updated.returncode == 1
-    assert "mme deploy: error: UpdateEndpoint failed" in text(updated.stderr)
-    assert "Traceback" not in text(updated.stderr)
-    assert len(models) == 2 and len(configs) == 2  # the new pair exists, ready for a retry
-
-
 @pytest.mark.parametrize(
     ("prefix", "reason"),
     [

@@ -391,8 +391,10 @@ def _add_teardown(commands: argparse._SubParsersAction, common: argparse.Argumen
         parents=[common],
         help="delete an endpoint with its autoscaling, endpoint configs and models",
         description="Delete the endpoint's scaling policies and scalable targets, the "
-        "endpoint, and the endpoint configs and models deploy made for it. Safe to run "
-        "again. The model archives in S3 are kept.",
+        "endpoint, and the endpoint configs and models deploy made for it: those tagged "
+        "mme:endpoint=ENDPOINT (names alone are not trusted: names cut to fit SageMaker's "
+        "63 characters can be shared). An endpoint without that tag is refused and nothing "
+        "is deleted. Safe to run again. The model archives in S3 are kept.",
     )
     parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint name")
     parser.add_argument(

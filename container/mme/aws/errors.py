@@ -72,6 +72,10 @@ class WaitTimeoutError(DeployCommandError):
     """The endpoint did not reach the awaited state within the time allowed."""
 
 
+class NotOwnedError(DeployCommandError):
+    """The resource exists but `mme deploy` did not make it, so it is not ours to delete."""
+
+
 class ModelInvocationError(DeployCommandError):
     """The model container answered an invocation with an error (SageMaker's ModelError)."""
 

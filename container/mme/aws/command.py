@@ -35,7 +35,8 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--endpoint-url",
         help="send the calls to this URL instead of AWS, e.g. an S3- or SageMaker-compatible "
-        "service, or `mme endpoint` for invoke",
+        "service, or `mme endpoint` for invoke (default: AWS_ENDPOINT_URL, or "
+        "AWS_ENDPOINT_URL_<SERVICE> such as AWS_ENDPOINT_URL_S3, when set)",
     )
     return common
 
@@ -51,10 +52,16 @@ def _guarded(handler: Handler) -> Handler:
             failure = errors.explain(exc)
             if failure is None:
                 raise  # a bug: the traceback is the useful message
-            print(f"mme {args.command}: error: {failure.message}", file=sys.stderr)
+            print(f"mme {_command_name(args)}: error: {failure.message}", file=sys.stderr)
             return failure.exit_code
 
     return run
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``deploy``, or ``models add`` for a command with an action."""
+    action = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {action}" if action else str(args.command)
 
 
 def _target(args: argparse.Namespace) -> AwsTarget:
@@ -100,9 +107,12 @@ def _add_models(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "add",
         parents=[common],
         help="upload model archives",
-        description="Upload model.tar.gz files to PREFIX. An existing key is never replaced "
+        description="Upload model.tar.gz files to PREFIX. The bucket must exist (create it "
+        "with `aws s3 mb`, in the endpoint's region). An existing key is never replaced "
         "unless --overwrite is given: endpoints may keep serving a cached copy of the old "
-        "model, so publish a new version under a new name.",
+        "model, so publish a new version under a new name. If an upload fails, the error "
+        "names the file and the ones uploaded before it; boto3 aborts a failed multipart "
+        "upload (s3:AbortMultipartUpload), so no parts are left behind.",
     )
     add.add_argument("prefix", metavar="PREFIX", help="the endpoint's s3://bucket/prefix/")
     add.add_argument("files", metavar="FILE", nargs="+", type=str, help="model.tar.gz files")

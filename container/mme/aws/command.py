@@ -175,11 +175,21 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         parents=[common],
         help="create a multi-model endpoint on SageMaker and wait until it is InService",
         description="CreateModel (Mode=MultiModel, ModelDataUrl=the prefix), "
-        "CreateEndpointConfig and CreateEndpoint, then wait for InService. Running it again "
-        "with the same settings does nothing; with other settings it needs --update.",
+        "CreateEndpointConfig and CreateEndpoint, then wait for InService; all three are "
+        "tagged mme:endpoint=ENDPOINT. Values SageMaker would refuse are refused first, "
+        "among them an image not in ECR of the endpoint's region or without a tag or "
+        "digest. A run that fails before SageMaker takes the endpoint call removes what it "
+        "created; one that fails later says what is left and how to remove it. Running it "
+        "again with the same settings changes nothing but deletes the configs and models "
+        "deploy made that the endpoint no longer uses; other settings need --update.",
     )
     parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint name")
-    parser.add_argument("--image", required=True, help="the container image URI in ECR")
+    parser.add_argument(
+        "--image",
+        required=True,
+        help="the container image in ECR of the endpoint's region, by tag or digest: "
+        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG",
+    )
     parser.add_argument(
         "--model-data-url", required=True, help="the S3 prefix of the models, s3://bucket/prefix/"
     )
@@ -209,7 +219,9 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser.add_argument(
         "--update",
         action="store_true",
-        help="if the endpoint exists with other settings, switch it with UpdateEndpoint",
+        help="if the endpoint exists with other settings, switch it with UpdateEndpoint, "
+        "then delete the replaced config and model; if SageMaker rolls the update back, "
+        "the new ones are deleted instead",
     )
     _add_wait_options(parser, default_timeout=3600, default_poll=30)
     parser.set_defaults(run=_guarded(_deploy))

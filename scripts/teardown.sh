@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
 # `mme teardown` for shell users; every option is mme's (see `scripts/teardown.sh --help`).
 set -euo pipefail
-exec mme teardown "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/mme.sh" teardown "$@"

@@ -1,4 +1,7 @@
-"""A moto server on 127.0.0.1 (S3, SageMaker, Application Auto Scaling) and the `mme` CLI."""
+"""A moto server on 127.0.0.1 (S3, SageMaker, Application Auto Scaling, IAM) and the `mme` CLI.
+
+The server carries the additions of `tests.aws.fake_aws` (UpdateEndpoint, failures on request).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from moto.server import ThreadedMotoServer
 from mme.aws.session import AwsTarget, Client
 from mme.ports import free_port
 from tests.aws.aws_cli import REGION
+from tests.aws.fake_aws import Faults, extended_moto
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +56,15 @@ def aws_env(aws_files: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def moto_url(aws_env: dict[str, str]) -> Iterator[str]:
-    """The URL of a moto server that plays S3, SageMaker and Application Auto Scaling."""
+def moto_faults() -> Iterator[Faults]:
+    """moto with UpdateEndpoint; tests set its failures through the object yielded."""
+    with extended_moto() as faults:
+        yield faults
+
+
+@pytest.fixture(scope="session")
+def moto_url(aws_env: dict[str, str], moto_faults: Faults) -> Iterator[str]:
+    """The URL of a moto server that plays S3, SageMaker, Application Auto Scaling and IAM."""
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

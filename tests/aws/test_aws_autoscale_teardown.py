@@ -8,7 +8,8 @@ from mme.aws.autoscaling import (
     enable_autoscaling,
     remove_autoscaling,
 )
-from mme.aws.deployment import DeploySpec, deploy, describe_endpoint
+from mme.aws.deployment import DeploySpec, deploy
+from mme.aws.resources import describe_endpoint
 from mme.aws.session import Client
 from mme.aws.teardown import teardown
 from tests.aws.aws_cli import IMAGE, ROLE, deploy_args, resource_names, run_mme, text
@@ -95,8 +96,11 @@ def test_teardown_leaves_nothing_and_can_run_again(
 ) -> None:
     prefix = f"s3://{bucket}/"
     assert run_mme(*deploy_args(endpoint_name, moto_url, prefix)).returncode == 0
-    # A failed --update (moto has no UpdateEndpoint) leaves a second model and config.
-    assert run_mme(*deploy_args(endpoint_name, moto_url, f"{prefix}v2/"), "--update").returncode
+    # An --update that is not waited for leaves the replaced model and config behind.
+    updated = run_mme(
+        *deploy_args(endpoint_name, moto_url, f"{prefix}v2/"), "--update", "--no-wait"
+    )
+    assert updated.returncode == 0, text(updated.stderr)
     assert run_mme("autoscale", endpoint_name, "--endpoint-url", moto_url).returncode == 0
     assert resource_names(sagemaker, endpoint_name) != ([], [])
 

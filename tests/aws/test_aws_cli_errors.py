@@ -44,7 +44,7 @@ def test_missing_credentials_give_a_clear_message(
         *deploy_args("ep-no-creds", moto_url, f"s3://{bucket}/"), env=no_credentials_env
     )
 
-    for result, command in ((add, "models"), (deploy, "deploy")):
+    for result, command in ((add, "models add"), (deploy, "deploy")):
         err = text(result.stderr)
         assert result.returncode == EXIT_FAILURE, err
         assert err.startswith(f"mme {command}: error: no usable AWS credentials"), err
@@ -83,11 +83,13 @@ def test_an_unreachable_endpoint_url_is_reported(aws_env: dict[str, str]) -> Non
     assert f"127.0.0.1:{port}" in text(result.stderr)
 
 
-def test_a_missing_bucket_is_the_service_error(moto_url: str) -> None:
+def test_a_missing_bucket_is_named(moto_url: str) -> None:
     result = run_mme("models", "list", "s3://no-such-bucket-here/", "--endpoint-url", moto_url)
 
     assert result.returncode == 1
-    assert "ListObjectsV2 failed: NoSuchBucket" in text(result.stderr)
+    assert text(result.stderr).startswith(
+        "mme models list: error: bucket no-such-bucket-here does not exist"
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,6 +119,18 @@ def test_service_errors_are_explained_in_one_line(code: str, expected: str) -> N
     assert failure.exit_code == EXIT_FAILURE
 
 
+def test_a_long_service_message_is_shortened_between_words() -> None:
+    words = " ".join(f"word{i}" for i in range(200))
+    error = ClientError({"Error": {"Code": "ValidationException", "Message": words}}, "CreateModel")
+
+    failure = explain(error)
+
+    assert failure is not None
+    kept = failure.message.removeprefix("CreateModel failed: ValidationException: ")
+    assert kept.endswith(" …")
+    assert words.startswith(kept.removesuffix(" …") + " ")  # whole words, none cut in half
+
+
 def test_a_bug_is_not_disguised() -> None:
     assert explain(KeyError("x")) is None
 
@@ -132,3 +146,22 @@ def test_every_command_has_help_with_region_profile_and_endpoint_url(
     out = capsys.readouterr().out
     assert exited.value.code == 0
     assert all(option in out for option in ("--region", "--profile", "--endpoint-url"))
+    assert "AWS_ENDPOINT_URL" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "promise"),
+    [
+        ("deploy", "removes what it created"),
+        ("deploy", "not in ECR"),
+        ("teardown", "mme:endpoint"),
+        ("models add", "The bucket must exist"),
+    ],
+)
+def test_help_describes_what_the_command_does_on_failure(
+    command: str, promise: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command.split(), "--help"])
+
+    assert promise in " ".join(capsys.readouterr().out.split())

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from botocore.stub import Stubber
 
-from mme.aws.deployment import DeploySpec, deploy, owned_name, wait_in_service
+from mme.aws.deployment import DeploySpec, deploy, wait_in_service
 from mme.aws.errors import DeploymentFailedError, UsageError, WaitTimeoutError
+from mme.aws.ownership import owned_name
+from mme.aws.resources import describe_endpoint
 from mme.aws.session import Client
 from tests.aws.aws_cli import IMAGE, ROLE, deploy_args, resource_names, run_mme, text
+
+BOGUS = "ml.m5.bogus"  # shaped like an instance type; SageMaker has none of that name
 
 
 def test_deploy_round_trips_multi_model_mode_prefix_and_environment(
@@ -86,19 +91,81 @@ def test_deploying_other_settings_needs_update_and_creates_nothing_without_it(
     assert resource_names(sagemaker, endpoint_name) == before
 
 
-def test_update_creates_the_new_config_and_fails_cleanly_where_update_endpoint_is_missing(
+def test_a_deploy_that_fails_half_way_removes_what_it_created(
     moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
 ) -> None:
-    # moto has no UpdateEndpoint (AWS has): the command must report it, not crash.
-    assert run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")).returncode == 0
+    # SageMaker refuses the instance type at CreateEndpointConfig, after CreateModel.
+    args = [*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/"), "--instance-type", BOGUS]
 
-    updated = run_mme(*deploy_args(endpoint_name, moto_url, f"s3://{bucket}/v2/"), "--update")
+    first = run_mme(*args)
+    second = run_mme(*args)
 
-    models, configs = resource_names(sagemaker, endpoint_name)
-    assert updated.returncode == 1
-    assert "mme deploy: error: UpdateEndpoint failed" in text(updated.stderr)
-    assert "Traceback" not in text(updated.stderr)
-    assert len(models) == 2 and len(configs) == 2  # the new pair exists, ready for a retry
+    for failed in (first, second):
+        err = text(failed.stderr)
+        assert failed.returncode == 1, err
+        assert "Traceback" not in err and "model exists" not in err
+        assert resource_names(sagemaker, endpoint_name) == ([], [])
+    line = text(first.stderr).splitlines()[-1]
+    assert line.startswith(f"mme deploy: error: --instance-type {BOGUS}: SageMaker refused it")
+    assert re.search(r"; removed what this run had created: model \S+-[0-9a-f]{10}$", line), line
+    assert f"Value '{BOGUS}' at 'instanceType'" in line
+    assert "…" in line and len(line) < 400  # the list of valid types is shortened, not cut
+
+
+def test_deploy_refuses_an_instance_type_that_is_no_instance_type(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    refused = run_mme(
+        *deploy_args(endpoint_name, moto_url, f"s3://{bucket}/"), "--instance-type", "m5.xlarge"
+    )
+
+    assert refused.returncode == 2
+    assert "--instance-type 'm5.xlarge'" in text(refused.stderr)
+    assert "ml.m5.xlarge" in text(refused.stderr)
+    assert resource_names(sagemaker, endpoint_name) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        ("", "--image is empty"),
+        ("pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime", "not in Amazon ECR"),
+        ("public.ecr.aws/acme/mme-pytorch:1.0", "not in Amazon ECR"),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/mme-pytorch", "names no tag"),
+        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/mme-pytorch:1.0",
+         "is in eu-west-1, the endpoint in us-east-1"),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/mme pytorch:1.0", "spaces"),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/MME:1.0", "not an ECR repository name"),
+    ],
+)  # fmt: skip
+def test_deploy_refuses_an_image_that_sagemaker_would_refuse(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str, image: str, reason: str
+) -> None:
+    args = deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")
+    args[args.index(IMAGE)] = image
+
+    refused = run_mme(*args)
+
+    err = text(refused.stderr)
+    assert refused.returncode == 2, err
+    assert err.startswith("mme deploy: error: --image") and reason in err, err
+    assert err.count("\n") == 1
+    assert resource_names(sagemaker, endpoint_name) == ([], [])
+    assert describe_endpoint(sagemaker, endpoint_name) is None
+
+
+def test_deploy_takes_an_image_by_digest(
+    moto_url: str, sagemaker: Client, endpoint_name: str, bucket: str
+) -> None:
+    image = IMAGE.rsplit(":", 1)[0] + "@sha256:" + "ab" * 32
+    args = deploy_args(endpoint_name, moto_url, f"s3://{bucket}/")
+    args[args.index(IMAGE)] = image
+
+    deployed = run_mme(*args)
+
+    assert deployed.returncode == 0, text(deployed.stderr)
+    model = resource_names(sagemaker, endpoint_name)[0][0]
+    assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Image"] == image
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from mme.aws.model_store import (
 )
 from mme.aws.progress import ProgressBar
 from mme.aws.session import Client
-from tests.aws.aws_cli import make_archive, run_mme, text
+from tests.aws.aws_cli import REGION, make_archive, run_mme, text
+from tests.aws.fake_aws import Faults
 
 
 def _body(s3: Client, bucket: str, key: str) -> bytes:
@@ -113,6 +114,46 @@ def test_large_uploads_show_progress_on_stderr(
     assert "big.tar.gz [" in text(added.stderr)
     assert "100%" in text(added.stderr)
     assert s3.head_object(Bucket=bucket, Key="big.tar.gz")["ContentLength"] == big.stat().st_size
+
+
+@pytest.mark.parametrize("size", [16, PROGRESS_MIN_BYTES + 1024], ids=["small", "multipart"])
+def test_add_to_a_bucket_that_does_not_exist_says_so_in_one_line(
+    moto_url: str, tmp_path: Path, size: int
+) -> None:
+    archive = make_archive(tmp_path / "m.tar.gz", os.urandom(size))
+
+    added = run_mme("models", "add", "s3://no-such-bucket-here/mme/", str(archive),
+                    "--endpoint-url", moto_url, "--overwrite")  # fmt: skip
+
+    assert added.returncode == 1
+    assert text(added.stderr) == (
+        "mme models add: error: bucket no-such-bucket-here does not exist: create it in the "
+        f"endpoint's region first (aws s3 mb s3://no-such-bucket-here --region {REGION})\n"
+    )
+
+
+def test_a_failed_upload_is_one_line_and_leaves_no_partial_upload(
+    moto_url: str, s3: Client, bucket: str, tmp_path: Path, moto_faults: Faults
+) -> None:
+    small = make_archive(tmp_path / "a.tar.gz")
+    big = make_archive(tmp_path / "big.tar.gz", os.urandom(PROGRESS_MIN_BYTES + 1024))
+    moto_faults.failing_part_uploads.add(bucket)
+    try:
+        added = run_mme("models", "add", f"s3://{bucket}/mme/", str(small), str(big),
+                        "--endpoint-url", moto_url, "--no-progress")  # fmt: skip
+    finally:
+        moto_faults.failing_part_uploads.discard(bucket)
+
+    err = text(added.stderr)
+    assert added.returncode == 1
+    assert err.startswith(f"mme models add: error: uploading {big} to s3://{bucket}/mme/big.tar.gz")
+    assert "AWS rejected the credentials for UploadPart (ExpiredToken)" in err
+    assert f"already uploaded: s3://{bucket}/mme/a.tar.gz" in err
+    assert err.count("\n") == 1
+    assert [m.target_model for m in list_models(s3, S3Prefix.parse(f"s3://{bucket}/mme/"))] == [
+        "a.tar.gz"
+    ]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 def test_progress_bar_counts_bytes_from_several_callbacks() -> None:

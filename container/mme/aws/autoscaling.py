@@ -13,8 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mme.aws.deployment import describe_endpoint
 from mme.aws.errors import EndpointNotFoundError, UsageError
+from mme.aws.resources import describe_endpoint
 from mme.aws.session import Client
 
 NAMESPACE = "sagemaker"

@@ -35,7 +35,8 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--endpoint-url",
         help="send the calls to this URL instead of AWS, e.g. an S3- or SageMaker-compatible "
-        "service, or `mme endpoint` for invoke",
+        "service, or `mme endpoint` for invoke (default: AWS_ENDPOINT_URL, or "
+        "AWS_ENDPOINT_URL_<SERVICE> such as AWS_ENDPOINT_URL_S3, when set)",
     )
     return common
 
@@ -51,10 +52,16 @@ def _guarded(handler: Handler) -> Handler:
             failure = errors.explain(exc)
             if failure is None:
                 raise  # a bug: the traceback is the useful message
-            print(f"mme {args.command}: error: {failure.message}", file=sys.stderr)
+            print(f"mme {_command_name(args)}: error: {failure.message}", file=sys.stderr)
             return failure.exit_code
 
     return run
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``deploy``, or ``models add`` for a command with an action."""
+    action = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {action}" if action else str(args.command)
 
 
 def _target(args: argparse.Namespace) -> AwsTarget:
@@ -100,9 +107,12 @@ def _add_models(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "add",
         parents=[common],
         help="upload model archives",
-        description="Upload model.tar.gz files to PREFIX. An existing key is never replaced "
+        description="Upload model.tar.gz files to PREFIX. The bucket must exist (create it "
+        "with `aws s3 mb`, in the endpoint's region). An existing key is never replaced "
         "unless --overwrite is given: endpoints may keep serving a cached copy of the old "
-        "model, so publish a new version under a new name.",
+        "model, so publish a new version under a new name. If an upload fails, the error "
+        "names the file and the ones uploaded before it; boto3 aborts a failed multipart "
+        "upload (s3:AbortMultipartUpload), so no parts are left behind.",
     )
     add.add_argument("prefix", metavar="PREFIX", help="the endpoint's s3://bucket/prefix/")
     add.add_argument("files", metavar="FILE", nargs="+", type=str, help="model.tar.gz files")
@@ -165,11 +175,21 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         parents=[common],
         help="create a multi-model endpoint on SageMaker and wait until it is InService",
         description="CreateModel (Mode=MultiModel, ModelDataUrl=the prefix), "
-        "CreateEndpointConfig and CreateEndpoint, then wait for InService. Running it again "
-        "with the same settings does nothing; with other settings it needs --update.",
+        "CreateEndpointConfig and CreateEndpoint, then wait for InService; all three are "
+        "tagged mme:endpoint=ENDPOINT. Values SageMaker would refuse are refused first, "
+        "among them an image not in ECR of the endpoint's region or without a tag or "
+        "digest. A run that fails before SageMaker takes the endpoint call removes what it "
+        "created; one that fails later says what is left and how to remove it. Running it "
+        "again with the same settings changes nothing but deletes the configs and models "
+        "deploy made that the endpoint no longer uses; other settings need --update.",
     )
     parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint name")
-    parser.add_argument("--image", required=True, help="the container image URI in ECR")
+    parser.add_argument(
+        "--image",
+        required=True,
+        help="the container image in ECR of the endpoint's region, by tag or digest: "
+        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG",
+    )
     parser.add_argument(
         "--model-data-url", required=True, help="the S3 prefix of the models, s3://bucket/prefix/"
     )
@@ -199,7 +219,9 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser.add_argument(
         "--update",
         action="store_true",
-        help="if the endpoint exists with other settings, switch it with UpdateEndpoint",
+        help="if the endpoint exists with other settings, switch it with UpdateEndpoint, "
+        "then delete the replaced config and model; if SageMaker rolls the update back, "
+        "the new ones are deleted instead",
     )
     _add_wait_options(parser, default_timeout=3600, default_poll=30)
     parser.set_defaults(run=_guarded(_deploy))
@@ -391,8 +413,10 @@ def _add_teardown(commands: argparse._SubParsersAction, common: argparse.Argumen
         parents=[common],
         help="delete an endpoint with its autoscaling, endpoint configs and models",
         description="Delete the endpoint's scaling policies and scalable targets, the "
-        "endpoint, and the endpoint configs and models deploy made for it. Safe to run "
-        "again. The model archives in S3 are kept.",
+        "endpoint, and the endpoint configs and models deploy made for it: those tagged "
+        "mme:endpoint=ENDPOINT (names alone are not trusted: names cut to fit SageMaker's "
+        "63 characters can be shared). An endpoint without that tag is refused and nothing "
+        "is deleted. Safe to run again. The model archives in S3 are kept.",
     )
     parser.add_argument("endpoint", metavar="ENDPOINT", help="endpoint name")
     parser.add_argument(

@@ -1,9 +1,10 @@
-"""CreateModel (Mode=MultiModel), CreateEndpointConfig and CreateEndpoint, then wait.
+"""CreateModel (Mode=MultiModel), CreateEndpointConfig, CreateEndpoint or UpdateEndpoint, wait.
 
 Models and endpoint configs cannot be changed in SageMaker, so both are named after the
 endpoint plus a hash of everything they hold: deploying the same settings again finds the
 same names (nothing to do), and different settings get new ones that UpdateEndpoint can
-switch to.
+switch to. A run that fails before SageMaker takes the endpoint call deletes what it
+created; one that fails later says what is left and how to remove it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -24,23 +25,41 @@ from mme.aws.errors import (
     DeploymentFailedError,
     UsageError,
     WaitTimeoutError,
+    explain,
+    raise_in_context,
 )
+from mme.aws.image import check_image
 from mme.aws.model_store import S3Prefix
+from mme.aws.ownership import (
+    CONFIGS,
+    HASH_CHARS,
+    MAX_NAME_CHARS,
+    MODELS,
+    Kind,
+    Report,
+    delete,
+    name_base,
+    remove_owned,
+    tags,
+)
+from mme.aws.resources import config_models, describe_endpoint, describe_endpoint_config, exists
 from mme.aws.session import Client
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-MAX_NAME_CHARS = 63
-HASH_CHARS = 10
+INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_ENV_ENTRIES = 100
 MAX_ENV_CHARS = 1024
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
-TAG_KEY = "mme:endpoint"
 IN_SERVICE = "InService"
 FAILED = "Failed"
 BUSY = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
-
-Report = Callable[[str], None]
+# A ValidationException that names one of these fields is about the option (and spec field).
+OPTION_FIELDS = {
+    "instanceType": ("--instance-type", "instance_type"),
+    "initialInstanceCount": ("--instance-count", "instance_count"),
+    "volumeSizeInGB": ("--volume-size", "volume_size_gb"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,14 +78,23 @@ class DeploySpec:
     model_cache: str | None = None  # "Enabled" / "Disabled"; None keeps SageMaker's default
     variant_name: str = "AllTraffic"
 
-    def validate(self) -> None:
-        """Raise UsageError for a value SageMaker would reject, before any call is made."""
+    def validate(self, region: str | None = None) -> None:
+        """Raise UsageError for a value SageMaker would reject, before any call is made.
+
+        ``region`` is the endpoint's: the image must come from ECR there.
+        """
         check_endpoint_name(self.endpoint_name)
+        check_image(self.image, region)
         S3Prefix.parse(self.model_data_url)
         if not ROLE_ARN.match(self.role_arn):
             raise UsageError(
                 f"--role {self.role_arn!r} is not an IAM role ARN "
                 "(arn:aws:iam::123456789012:role/NAME)"
+            )
+        if not INSTANCE_TYPE.match(self.instance_type):
+            raise UsageError(
+                f"--instance-type {self.instance_type!r} is not a SageMaker instance type "
+                "(they look like ml.m5.xlarge or ml.g5.2xlarge)"
             )
         if self.instance_count < 1:
             raise UsageError("--instance-count must be at least 1")
@@ -106,16 +134,6 @@ def check_endpoint_name(name: str) -> None:
         )
 
 
-def name_base(endpoint_name: str) -> str:
-    """The endpoint name cut so that ``<base>-<hash>`` fits SageMaker's 63 characters."""
-    return endpoint_name[: MAX_NAME_CHARS - HASH_CHARS - 1].rstrip("-")
-
-
-def owned_name(endpoint_name: str) -> re.Pattern[str]:
-    """Matches the model and config names that deploy creates for ``endpoint_name``."""
-    return re.compile(rf"^{re.escape(name_base(endpoint_name))}-[0-9a-f]{{{HASH_CHARS}}}$")
-
-
 def parse_environment(pairs: list[str]) -> dict[str, str]:
     """Turn ``KEY=VALUE`` options into a dict; raises UsageError on a malformed one."""
     environment = {}
@@ -139,6 +157,30 @@ def check_environment(environment: Mapping[str, str]) -> None:
             raise UsageError(f"the value of {key} is longer than {MAX_ENV_CHARS} characters")
 
 
+@dataclass
+class _Run:
+    """What one deploy run created, newest last, so that a failure can undo just that."""
+
+    sagemaker: Client
+    report: Report
+    created: list[tuple[Kind, str]] = field(default_factory=list)
+
+    def undo(self) -> str:
+        """Delete what this run created; returns what to add to the error message."""
+        removed, left = [], []
+        for kind, name in reversed(self.created):
+            try:
+                delete(self.sagemaker, kind, name)
+                removed.append(f"{kind.label} {name}")
+            except Exception as exc:  # the run's own failure is the error to raise
+                reason = explain(exc)
+                why = reason.message if reason is not None else repr(exc)
+                left.append(f"{kind.label} {name} ({why}): `{kind.cli_delete} {name}`")
+        self.created.clear()
+        note = f"; removed what this run had created: {', '.join(removed)}" if removed else ""
+        return note + (f"; could not remove {'; '.join(left)}" if left else "")
+
+
 def deploy(
     sagemaker: Client,
     spec: DeploySpec,
@@ -149,7 +191,7 @@ def deploy(
     report: Report = print,
 ) -> Deployment:
     """Create (or, with ``update``, switch) the endpoint for ``spec``; see the module doc."""
-    spec.validate()
+    spec.validate(region=sagemaker.meta.region_name)
     name = spec.resource_name()
     current = describe_endpoint(sagemaker, spec.endpoint_name)
     if current is not None:
@@ -157,24 +199,45 @@ def deploy(
         if current["EndpointConfigName"] == name:
             report(f"endpoint {spec.endpoint_name} already runs this configuration ({name})")
             final = _finish(sagemaker, spec.endpoint_name, wait, timeout_s, poll_s, report)
+            _remove_replaced(sagemaker, spec.endpoint_name, final or current, report)
             return _result(final or current, name, "unchanged")
-    _ensure_model(sagemaker, spec, name, report)
-    _ensure_config(sagemaker, spec, name, report)
-    if current is None:
-        sagemaker.create_endpoint(
-            EndpointName=spec.endpoint_name, EndpointConfigName=name, Tags=_tags(spec)
+    run = _Run(sagemaker, report)
+    try:
+        _ensure_model(sagemaker, spec, name, run)
+        _ensure_config(sagemaker, spec, name, run)
+        action = _start(sagemaker, spec, name, current, report)
+    except BaseException as exc:  # Ctrl-C included: nothing uses what was made yet
+        raise_in_context(exc, before=_option_at_fault(exc, spec), after=run.undo())
+    if not wait:
+        if current is not None:
+            _say_what_stays(sagemaker, spec.endpoint_name, current, name, report)
+        return _result(describe_endpoint(sagemaker, spec.endpoint_name) or {}, name, action)
+    final = _await_switch(sagemaker, spec.endpoint_name, name, current, run, timeout_s, poll_s)
+    _remove_replaced(sagemaker, spec.endpoint_name, final, report)
+    return _result(final, name, action)
+
+
+def _await_switch(
+    sagemaker: Client,
+    endpoint: str,
+    name: str,
+    current: Mapping[str, Any] | None,
+    run: _Run,
+    timeout_s: float,
+    poll_s: float,
+) -> dict[str, Any]:
+    """Wait until the endpoint is InService on config ``name``; say what is left if not."""
+    try:
+        final = wait_in_service(sagemaker, endpoint, timeout_s, poll_s, run.report)
+    except Exception as exc:
+        raise_in_context(exc, after=_left_behind(endpoint, name, current))
+    if final["EndpointConfigName"] != name:
+        # A failed update leaves the endpoint InService on its old config, with the reason.
+        raise DeploymentFailedError(
+            f"endpoint {endpoint} rolled back to {final['EndpointConfigName']}, which it "
+            f"still runs: the update to {name} failed: {_failure_reason(final)}{run.undo()}"
         )
-        report(f"creating endpoint {spec.endpoint_name}")
-        action = "created"
-    else:
-        # UpdateEndpoint swaps the config with no downtime; the old config stays until removed.
-        sagemaker.update_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
-        report(f"updating endpoint {spec.endpoint_name} to {name}")
-        action = "updated"
-    final = _finish(sagemaker, spec.endpoint_name, wait, timeout_s, poll_s, report)
-    if current is not None and final is not None:
-        _delete_replaced(sagemaker, spec.endpoint_name, current["EndpointConfigName"], report)
-    return _result(final or describe_endpoint(sagemaker, spec.endpoint_name) or {}, name, action)
+    return final
 
 
 def _check_redeploy(current: Mapping[str, Any], name: str, update: bool) -> None:
@@ -182,7 +245,7 @@ def _check_redeploy(current: Mapping[str, Any], name: str, update: bool) -> None
     status = current["EndpointStatus"]
     if status == FAILED:
         raise DeploymentFailedError(
-            f"endpoint {endpoint} exists and is Failed: {current.get('FailureReason', '?')}. "
+            f"endpoint {endpoint} exists and is Failed: {_failure_reason(current)}. "
             f"Remove it with `mme teardown {endpoint}`, then deploy again."
         )
     if current["EndpointConfigName"] != name and not update:
@@ -194,9 +257,9 @@ def _check_redeploy(current: Mapping[str, Any], name: str, update: bool) -> None
         )
 
 
-def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, report: Report) -> None:
-    if _exists(partial(sagemaker.describe_model, ModelName=name)):
-        report(f"model {name} exists")
+def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> None:
+    if exists(partial(sagemaker.describe_model, ModelName=name)):
+        run.report(f"model {name} exists")
         return
     container: dict[str, Any] = {
         "Image": spec.image,
@@ -210,14 +273,15 @@ def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, report: Report
         ModelName=name,
         PrimaryContainer=container,
         ExecutionRoleArn=spec.role_arn,
-        Tags=_tags(spec),
+        Tags=tags(spec.endpoint_name),
     )
-    report(f"created model {name} (MultiModel, {spec.model_data_url})")
+    run.created.append((MODELS, name))
+    run.report(f"created model {name} (MultiModel, {spec.model_data_url})")
 
 
-def _ensure_config(sagemaker: Client, spec: DeploySpec, name: str, report: Report) -> None:
-    if _exists(partial(sagemaker.describe_endpoint_config, EndpointConfigName=name)):
-        report(f"endpoint config {name} exists")
+def _ensure_config(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> None:
+    if exists(partial(sagemaker.describe_endpoint_config, EndpointConfigName=name)):
+        run.report(f"endpoint config {name} exists")
         return
     variant: dict[str, Any] = {
         "VariantName": spec.variant_name,
@@ -231,12 +295,80 @@ def _ensure_config(sagemaker: Client, spec: DeploySpec, name: str, report: Repor
     if spec.startup_timeout_s is not None:
         variant["ContainerStartupHealthCheckTimeoutInSeconds"] = spec.startup_timeout_s
     sagemaker.create_endpoint_config(
-        EndpointConfigName=name, ProductionVariants=[variant], Tags=_tags(spec)
+        EndpointConfigName=name, ProductionVariants=[variant], Tags=tags(spec.endpoint_name)
     )
-    report(
+    run.created.append((CONFIGS, name))
+    run.report(
         f"created endpoint config {name} "
         f"({spec.instance_count} x {spec.instance_type}, variant {spec.variant_name})"
     )
+
+
+def _start(
+    sagemaker: Client,
+    spec: DeploySpec,
+    name: str,
+    current: Mapping[str, Any] | None,
+    report: Report,
+) -> str:
+    """CreateEndpoint, or UpdateEndpoint for an existing one; returns the action's name."""
+    if current is None:
+        sagemaker.create_endpoint(
+            EndpointName=spec.endpoint_name, EndpointConfigName=name, Tags=tags(spec.endpoint_name)
+        )
+        report(f"creating endpoint {spec.endpoint_name}")
+        return "created"
+    # UpdateEndpoint swaps the config with no downtime; the old config stays until removed.
+    sagemaker.update_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
+    report(f"updating endpoint {spec.endpoint_name} to {name}")
+    return "updated"
+
+
+def _option_at_fault(exc: BaseException, spec: DeploySpec) -> str:
+    """Name the option when SageMaker refused a value that one option set."""
+    if not isinstance(exc, ClientError):
+        return ""
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    for field_name, (option, attribute) in OPTION_FIELDS.items():
+        if f"{field_name}'" in message:  # "at 'productionVariants.1.member.instanceType'"
+            return f"{option} {getattr(spec, attribute)}: SageMaker refused it: "
+    return ""
+
+
+def _left_behind(endpoint: str, name: str, current: Mapping[str, Any] | None) -> str:
+    """What a run leaves when the endpoint call was taken but waiting for it failed."""
+    if current is None:
+        return (
+            f"; left: endpoint {endpoint}, endpoint config {name} and model {name}: "
+            f"`mme teardown {endpoint}` removes them"
+        )
+    return (
+        f"; left: endpoint config {name} and model {name} beside the replaced "
+        f"{current['EndpointConfigName']}: once {endpoint} is InService, run this command "
+        "again to finish; it deletes what deploy made that the endpoint no longer uses"
+    )
+
+
+def _say_what_stays(
+    sagemaker: Client, endpoint: str, current: Mapping[str, Any], name: str, report: Report
+) -> None:
+    old = current["EndpointConfigName"]
+    models = ", ".join(config_models(describe_endpoint_config(sagemaker, old))) or "none"
+    report(
+        f"not waiting: the replaced endpoint config {old} and model {models} stay until "
+        f"{endpoint} runs {name}; run this command again once it is InService: it deletes "
+        "what deploy made that the endpoint no longer uses"
+    )
+
+
+def _remove_replaced(
+    sagemaker: Client, endpoint: str, described: Mapping[str, Any], report: Report
+) -> None:
+    """Once InService, delete the configs and models deploy made that the endpoint left."""
+    if described.get("EndpointStatus") == IN_SERVICE:
+        remove_owned(
+            sagemaker, endpoint, report, described["EndpointConfigName"], "deleted the replaced"
+        )
 
 
 def _finish(
@@ -265,10 +397,9 @@ def wait_in_service(
         if status == IN_SERVICE:
             return description
         if status not in BUSY:
-            reason = description.get("FailureReason", "no reason given")
             raise DeploymentFailedError(
-                f"endpoint {endpoint} is {status}: {reason}. Its logs are in CloudWatch "
-                f"under /aws/sagemaker/Endpoints/{endpoint}."
+                f"endpoint {endpoint} is {status}: {_failure_reason(description)}. Its logs "
+                f"are in CloudWatch under /aws/sagemaker/Endpoints/{endpoint}."
             )
         if waited + poll_s > timeout_s:
             raise WaitTimeoutError(
@@ -279,18 +410,9 @@ def wait_in_service(
         time.sleep(poll_s)
 
 
-def _delete_replaced(sagemaker: Client, endpoint: str, old_config: str, report: Report) -> None:
-    """After an update, remove the config (and its models) that deploy made and that left."""
-    if not owned_name(endpoint).match(old_config):
-        return  # not ours: leave it to whoever made it
-    description = _describe_config(sagemaker, old_config)
-    sagemaker.delete_endpoint_config(EndpointConfigName=old_config)
-    report(f"deleted the replaced endpoint config {old_config}")
-    for variant in (description or {}).get("ProductionVariants", []):
-        model = variant.get("ModelName", "")
-        if owned_name(endpoint).match(model):
-            sagemaker.delete_model(ModelName=model)
-            report(f"deleted the replaced model {model}")
+def _failure_reason(description: Mapping[str, Any]) -> str:
+    # Without its full stop: the messages go on after it.
+    return str(description.get("FailureReason") or "no reason given").rstrip(".")
 
 
 def _result(description: Mapping[str, Any], name: str, action: str) -> Deployment:
@@ -302,45 +424,3 @@ def _result(description: Mapping[str, Any], name: str, action: str) -> Deploymen
         config_name=description.get("EndpointConfigName", name),
         action=action,
     )
-
-
-def _tags(spec: DeploySpec) -> list[dict[str, str]]:
-    return [{"Key": TAG_KEY, "Value": spec.endpoint_name}]
-
-
-def is_not_found(exc: ClientError) -> bool:
-    """Whether a SageMaker error says the named resource does not exist."""
-    error = exc.response.get("Error", {})
-    # SageMaker reports a missing model, config or endpoint as a ValidationException.
-    return error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-        "Could not find" in str(error.get("Message", ""))
-    )
-
-
-def describe_endpoint(sagemaker: Client, endpoint: str) -> dict[str, Any] | None:
-    """DescribeEndpoint, or None when the endpoint does not exist."""
-    try:
-        return dict(sagemaker.describe_endpoint(EndpointName=endpoint))
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-
-
-def _describe_config(sagemaker: Client, config: str) -> dict[str, Any] | None:
-    try:
-        return dict(sagemaker.describe_endpoint_config(EndpointConfigName=config))
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-
-
-def _exists(describe: Callable[[], object]) -> bool:
-    try:
-        describe()
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    return True

@@ -6,8 +6,11 @@ each into one line for the user and an exit status, so no command formats errors
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import NoReturn
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
@@ -38,12 +41,20 @@ BAD_CREDENTIAL_CODES = frozenset(
     }
 )
 MAX_SERVICE_MESSAGE_CHARS = 300
+ENUM_EXAMPLES = 3  # of a list of allowed values, show this many and count the rest
+# "Member must satisfy enum value set: [ml.t2.medium, ml.t2.large, ...]" (AWS's validation text)
+ENUM_VALUES = re.compile(r"(enum value set: )\[([^\]]*)\]")
 
 
 class DeployCommandError(Exception):
     """A failure whose message is already fit for the user."""
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class UsageError(DeployCommandError):
@@ -70,6 +81,10 @@ class DeploymentFailedError(DeployCommandError):
 
 class WaitTimeoutError(DeployCommandError):
     """The endpoint did not reach the awaited state within the time allowed."""
+
+
+class NotOwnedError(DeployCommandError):
+    """The resource exists but `mme deploy` did not make it, so it is not ours to delete."""
 
 
 class ModelInvocationError(DeployCommandError):
@@ -118,7 +133,24 @@ def explain(exc: BaseException) -> Failure | None:
         return Failure(f"AWS would reject this request: {exc}", EXIT_USAGE)
     if isinstance(exc, ClientError):
         return _explain_client_error(exc)
+    if isinstance(exc, S3UploadFailedError):
+        # boto3 wraps the service's error in a message; the original is the context.
+        cause = exc.__cause__ or exc.__context__
+        return (explain(cause) if cause is not None else None) or Failure(
+            _one_line(str(exc)), EXIT_FAILURE
+        )
     return None
+
+
+def raise_in_context(exc: BaseException, before: str = "", after: str = "") -> NoReturn:
+    """Raise ``exc`` as a DeployCommandError with ``before`` and ``after`` around its message.
+
+    A bug or an interrupt (what `explain` does not know) is raised unchanged, with its trace.
+    """
+    failure = explain(exc)
+    if failure is None:
+        raise exc
+    raise DeployCommandError(f"{before}{failure.message}{after}", failure.exit_code) from exc
 
 
 def _explain_client_error(exc: ClientError) -> Failure:
@@ -146,4 +178,24 @@ def _service_message(message: str, exc: ClientError) -> str:
     if not message or message.lstrip().startswith("<"):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
         return f"the service answered HTTP {status} without an error message"
-    return " ".join(message.split())[:MAX_SERVICE_MESSAGE_CHARS]
+    # Without its full stop: the callers go on with ". <advice>" or "; <more>".
+    return _shorten(ENUM_VALUES.sub(_fewer_values, _one_line(message))).rstrip(".")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _fewer_values(match: re.Match[str]) -> str:
+    values = [value.strip() for value in match.group(2).split(",")]
+    if len(values) <= ENUM_EXAMPLES:
+        return match.group(0)
+    shown = ", ".join(values[:ENUM_EXAMPLES])
+    return f"{match.group(1)}[{shown}, … {len(values) - ENUM_EXAMPLES} more]"
+
+
+def _shorten(message: str) -> str:
+    """Cut a long message at a word boundary, marking the cut, so no word is cut in half."""
+    if len(message) <= MAX_SERVICE_MESSAGE_CHARS:
+        return message
+    return message[:MAX_SERVICE_MESSAGE_CHARS].rsplit(" ", 1)[0] + " …"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 
-from mme.aws.errors import ModelExistsError, UsageError
+from mme.aws.errors import DeployCommandError, ModelExistsError, UsageError, raise_in_context
 from mme.aws.progress import ProgressBar
 from mme.aws.session import Client
 
@@ -23,6 +25,10 @@ MAX_URL_CHARS = 1024  # ContainerDefinition.ModelDataUrl and TargetModel both st
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # boto3 switches to multipart uploads at this size
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+class BucketNotFoundError(DeployCommandError):
+    """The prefix's bucket does not exist; nothing creates it for the user."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,10 @@ def upload_models(
 ) -> list[str]:
     """Upload ``uploads`` under ``prefix``; returns their s3:// URLs.
 
-    Every key is checked before anything is uploaded, so a refused batch uploads nothing.
-    ``progress(label, size)`` may return a ProgressBar to feed.
+    The bucket and every key are checked before anything is uploaded, so a refused batch
+    uploads nothing. ``progress(label, size)`` may return a ProgressBar to feed.
     """
+    check_bucket(s3, prefix)
     if not overwrite:
         taken = [
             u.target_model
@@ -142,15 +149,28 @@ def upload_models(
                 "still serve a cached copy of the old model, so upload the new version under a "
                 "new name (e.g. resnet-v2.tar.gz), or pass --overwrite if no endpoint has used it."
             )
-    urls = []
+    urls: list[str] = []
     for upload in uploads:
         key = prefix.key(upload.target_model)
         bar = progress(upload.target_model, upload.path.stat().st_size) if progress else None
-        s3.upload_file(str(upload.path), prefix.bucket, key, Callback=bar)
+        try:
+            s3.upload_file(str(upload.path), prefix.bucket, key, Callback=bar)
+        except S3UploadFailedError as exc:
+            # boto3 has aborted a failed multipart upload by now (s3:AbortMultipartUpload).
+            done = f" (already uploaded: {', '.join(urls)})" if urls else ""
+            where = f"uploading {upload.path} to {prefix.url}{upload.target_model}: "
+            raise_in_context(exc, before=where, after=done)
         if bar is not None:
             bar.finish()
         urls.append(f"{S3_SCHEME}{prefix.bucket}/{key}")
     return urls
+
+
+def check_bucket(s3: Client, prefix: S3Prefix) -> None:
+    """Raise BucketNotFoundError, saying how to make it, when the bucket does not exist."""
+    # ListObjectsV2 needs s3:ListBucket, as listing does (and as HeadBucket would).
+    with _missing_bucket(s3, prefix.bucket):
+        s3.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key_prefix, MaxKeys=1)
 
 
 def large_file_progress(label: str, size: int) -> ProgressBar | None:
@@ -172,7 +192,9 @@ def list_models(s3: Client, prefix: S3Prefix) -> list[StoredModel]:
     """The models under ``prefix``, named as InvokeEndpoint's TargetModel expects them."""
     models = []
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.key_prefix):
+    with _missing_bucket(s3, prefix.bucket):
+        pages = list(paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.key_prefix))
+    for page in pages:
         for item in page.get("Contents", []):
             target_model = item["Key"][len(prefix.key_prefix) :]
             if target_model and not target_model.endswith("/"):  # skip folder markers
@@ -180,3 +202,17 @@ def list_models(s3: Client, prefix: S3Prefix) -> list[StoredModel]:
                     StoredModel(target_model, int(item["Size"]), item["LastModified"].isoformat())
                 )
     return models
+
+
+@contextmanager
+def _missing_bucket(s3: Client, bucket: str) -> Iterator[None]:
+    """Turn S3's NoSuchBucket into a message that says how to create the bucket."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        raise BucketNotFoundError(
+            f"bucket {bucket} does not exist: create it in the endpoint's region first "
+            f"(aws s3 mb s3://{bucket} --region {s3.meta.region_name})"
+        ) from None

@@ -1,5 +1,7 @@
 """Remove an endpoint and everything deploy and autoscale made for it; safe to repeat.
 
+Only what deploy made for this very endpoint goes: the endpoint must carry deploy's
+``mme:endpoint`` tag with its name, and so must each config and model (see `ownership`).
 Order matters on AWS: the scaling policy and target go first (they point at the variant),
 then the endpoint, then the configs and models it ran on. The S3 models stay: they are data.
 """
@@ -7,15 +9,14 @@ then the endpoint, then the configs and models it ran on. The S3 models stay: th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-
-from botocore.exceptions import ClientError
+from typing import Any
 
 from mme.aws.autoscaling import remove_autoscaling
-from mme.aws.deployment import Report, describe_endpoint, is_not_found, name_base, owned_name
-from mme.aws.errors import WaitTimeoutError
+from mme.aws.errors import NotOwnedError, WaitTimeoutError
+from mme.aws.ownership import TAG_KEY, Report, made_for, remove_owned
+from mme.aws.resources import deleted, describe_endpoint
 from mme.aws.session import Client
 
 
@@ -42,65 +43,40 @@ def teardown(
     poll_s: float = 15,
     report: Report = print,
 ) -> TeardownResult:
-    """Delete the endpoint's scaling, the endpoint, its configs and models."""
+    """Delete the endpoint's scaling, the endpoint, and the configs and models deploy made.
+
+    Raises NotOwnedError, deleting nothing, for an endpoint that deploy did not make.
+    """
+    description = describe_endpoint(sagemaker, endpoint)
+    if description is not None:
+        _check_owned(sagemaker, endpoint, description)
     result = TeardownResult()
     result.autoscaling = remove_autoscaling(autoscaling, endpoint)
     for line in result.autoscaling:
         report(f"deleted {line}")
-    configs: set[str] = set()
-    description = describe_endpoint(sagemaker, endpoint)
-    if description is not None:
-        configs.add(description["EndpointConfigName"])
-        if _deleted(partial(sagemaker.delete_endpoint, EndpointName=endpoint)):
-            result.endpoint = endpoint
-            report(f"deleting endpoint {endpoint}")
-            _wait_deleted(sagemaker, endpoint, timeout_s, poll_s)
-            report(f"deleted endpoint {endpoint}")
-    # Configs and models that deploy named for this endpoint may outlive it (an update that
-    # failed half-way, an endpoint deleted by hand): find them by name too.
-    configs.update(_owned(sagemaker, "list_endpoint_configs", "EndpointConfigs", endpoint))
-    models = set(_owned(sagemaker, "list_models", "Models", endpoint))
-    for config in sorted(configs):
-        models.update(_config_models(sagemaker, config))
-        if _deleted(partial(sagemaker.delete_endpoint_config, EndpointConfigName=config)):
-            result.configs.append(config)
-            report(f"deleted endpoint config {config}")
-    for model in sorted(models):
-        if _deleted(partial(sagemaker.delete_model, ModelName=model)):
-            result.models.append(model)
-            report(f"deleted model {model}")
+    if description is not None and deleted(
+        partial(sagemaker.delete_endpoint, EndpointName=endpoint)
+    ):
+        result.endpoint = endpoint
+        report(f"deleting endpoint {endpoint}")
+        _wait_deleted(sagemaker, endpoint, timeout_s, poll_s)
+        report(f"deleted endpoint {endpoint}")
+    # Configs and models that deploy made for this endpoint may outlive it (an update that
+    # was not waited for, an endpoint deleted by hand): find them by their tag.
+    removed = remove_owned(sagemaker, endpoint, report)
+    result.configs, result.models = removed.configs, removed.models
     return result
 
 
-def _owned(sagemaker: Client, operation: str, key: str, endpoint: str) -> list[str]:
-    pattern = owned_name(endpoint)
-    name_key = "EndpointConfigName" if key == "EndpointConfigs" else "ModelName"
-    names: list[str] = []
-    paginator = sagemaker.get_paginator(operation)
-    for page in paginator.paginate(NameContains=name_base(endpoint)):
-        names.extend(item[name_key] for item in page.get(key, []) if pattern.match(item[name_key]))
-    return names
-
-
-def _config_models(sagemaker: Client, config: str) -> list[str]:
-    try:
-        description = sagemaker.describe_endpoint_config(EndpointConfigName=config)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return []
-        raise
-    return [v["ModelName"] for v in description.get("ProductionVariants", []) if "ModelName" in v]
-
-
-def _deleted(delete: Callable[[], object]) -> bool:
-    """Run ``delete``; False when the resource was already gone."""
-    try:
-        delete()
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    return True
+def _check_owned(sagemaker: Client, endpoint: str, description: dict[str, Any]) -> None:
+    owner = made_for(sagemaker, description["EndpointArn"])
+    if owner != endpoint:
+        tag = f"its {TAG_KEY} tag says {owner!r}" if owner else f"it has no {TAG_KEY} tag"
+        raise NotOwnedError(
+            f"endpoint {endpoint} was not made by `mme deploy` ({tag}); teardown deletes only "
+            "what deploy made, so nothing was deleted. Delete it with `aws sagemaker "
+            f"delete-endpoint --endpoint-name {endpoint}`, and its config and model likewise."
+        )
 
 
 def _wait_deleted(sagemaker: Client, endpoint: str, timeout_s: float, poll_s: float) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.server
 
 PAYLOAD = json.dumps(INPUT).encode()
 NAME = "local-endpoint"
+TCP_INFO_BYTES = 256
+TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (4.6+)
 
 MakeEndpoint = Callable[..., Endpoint]
 
@@ -278,3 +282,47 @@ def test_resnet_18_answers_the_top_5_through_boto3(
     assert probabilities == sorted(probabilities, reverse=True)
     lines = endpoint.call_lines("resnet_18.tar.gz")
     assert ["cache_hit=0" in lines[0], "cache_hit=1" in lines[1]] == [True, True]
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """How many segments with data the socket has received (Linux's tcp_info)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+    return int(struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0])
+
+
+def _segments_of_answers(url: str, requests_: list[bytes]) -> list[tuple[int, int]]:
+    """Send each request on one kept-alive connection: (status, data segments of its answer)."""
+    host, port = url.removeprefix("http://").split(":")
+    seen = []
+    with socket.create_connection((host, int(port)), timeout=120) as sock, \
+            sock.makefile("rb") as answers:
+        for request in requests_:
+            before = _data_segments_in(sock)
+            sock.sendall(request)
+            status = int(answers.readline().split()[1])
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                length = int(value) if name.lower() == "content-length" else length
+            answers.read(length)
+            seen.append((status, _data_segments_in(sock) - before))
+    return seen
+
+
+def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
+        make_endpoint: MakeEndpoint) -> None:
+    # An answer written in two parts (headers, then body) waits for the client's delayed
+    # ACK of the first, up to 40 ms per call with Nagle's algorithm: one segment cannot.
+    endpoint = make_endpoint(["a.tar.gz", "predict-fails.tar.gz"])
+
+    def invocation(target: str) -> bytes:
+        return (f"POST /endpoints/{NAME}/invocations HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: {target}\r\n"
+                f"Content-Length: {len(PAYLOAD)}\r\n\r\n").encode() + PAYLOAD
+
+    seen = _segments_of_answers(endpoint.url, [
+        invocation("a.tar.gz"), invocation("a.tar.gz"), invocation("a.tar.gz"),
+        invocation("predict-fails.tar.gz"), b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
+
+    assert seen == [(200, 1), (200, 1), (200, 1), (424, 1), (404, 1), (200, 1)]

@@ -326,3 +326,25 @@ def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
         b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
 
     assert seen == [(200, 1), (200, 1), (200, 1), (424, 1), (404, 1), (200, 1)]
+
+
+def test_a_model_whose_load_failed_is_fetched_again(
+        make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(archives["load-fails.tar.gz"], models / "m.tar.gz")
+    endpoint = make_endpoint([])
+    client = endpoint.client()
+    with pytest.raises(client.exceptions.ModelError):
+        _invoke(endpoint, "m.tar.gz")
+    cache: Path = endpoint.cache  # type: ignore[attr-defined]
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == []
+
+    # The fixed model, uploaded under the same name, serves at once (as on SageMaker).
+    shutil.copy(archives["a.tar.gz"], models / "m.tar.gz")
+    assert _invoke(endpoint, "m.tar.gz") == expected_output(SCALES["a.tar.gz"])
+
+    failures = [line for line in endpoint.log().splitlines() if "LOAD of m.tar.gz" in line]
+    assert len(failures) == 1, failures  # once, with the TargetModel and the container's id
+    assert re.search(r"\(container model [0-9a-f]{32}\) failed with 500", failures[0])
+    assert endpoint.metrics()["ModelDownloadingTime_count"] == 2

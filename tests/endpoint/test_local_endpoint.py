@@ -326,6 +326,9 @@ def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
         b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
 
     assert seen == [(200, 1), (200, 1), (200, 1), (424, 1), (404, 1), (200, 1)]
+    metrics = endpoint.metrics()
+    assert metrics["mme_endpoint_responses_total_404"] == 1  # counted, though no invocation
+    assert metrics["mme_endpoint_responses_total_200"] == 3  # /ping and /metrics are not
 
 
 def test_a_model_whose_load_failed_is_fetched_again(
@@ -347,4 +350,6 @@ def test_a_model_whose_load_failed_is_fetched_again(
     failures = [line for line in endpoint.log().splitlines() if "LOAD of m.tar.gz" in line]
     assert len(failures) == 1, failures  # once, with the TargetModel and the container's id
     assert re.search(r"\(container model [0-9a-f]{32}\) failed with 500", failures[0])
-    assert endpoint.metrics()["ModelDownloadingTime_count"] == 2
+    metrics = endpoint.metrics()
+    assert metrics["ModelDownloadingTime_count"] == 2
+    assert (metrics["Invocation5XXErrors_sum"], metrics["Invocation5XXErrors_count"]) == (1, 2)

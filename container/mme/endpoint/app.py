@@ -77,7 +77,9 @@ class EndpointApp:
                 return wire.text_response(200, self.metrics.prometheus(), PROMETHEUS_TYPE,
                                           request_id)
         except EndpointError as error:
-            return wire.error_response(body_error or error, request_id)
+            response = wire.error_response(body_error or error, request_id)
+            self.metrics.count_response(response.status)
+            return response
         return self._invocation(route, headers, payload, body_error, request_id)
 
     @staticmethod
@@ -128,7 +130,12 @@ class EndpointApp:
                 request_id: str) -> wire.Response:
         assert record.target_model is not None
         for attempt in (1, 2):
-            lease = self.registry.acquire(record.target_model)
+            try:
+                lease = self.registry.acquire(record.target_model)
+            except ModelError as error:
+                # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
+                record.model_status = error.original_status
+                raise
             self._note_lease(record, lease)
             try:
                 answer = self._call_model(record, lease, payload, forwarded)

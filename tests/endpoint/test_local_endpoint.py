@@ -213,10 +213,14 @@ def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
 
 
 # Each TargetModel below is refused with a 400 naming the problem; nothing reaches the cache.
+NOT_A_PLAIN_KEY = "has an empty, '.' or '..' part"
 BAD_TARGETS = {
-    "../outside.tar.gz": "Could not find model data",  # a real archive, beside the prefix
-    "sub/../../outside.tar.gz": "Could not find model data",
-    "/etc/passwd": "Could not find model data",
+    "../outside.tar.gz": NOT_A_PLAIN_KEY,  # a real archive, beside the prefix
+    "sub/../../outside.tar.gz": NOT_A_PLAIN_KEY,
+    "../models/a.tar.gz": NOT_A_PLAIN_KEY,  # the prefix's own a.tar.gz, by another name
+    "./a.tar.gz": NOT_A_PLAIN_KEY,
+    "/etc/passwd": "starts with '/'",
+    "escape.tar.gz": "leads outside the ModelDataUrl prefix",  # a link to outside.tar.gz
     "corrupt.tar.gz": "not a valid tar.gz archive",
     "truncated.tar.gz": "not a valid tar.gz archive",
 }
@@ -227,14 +231,17 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(archives["a.tar.gz"], tmp_path / "outside.tar.gz")
+    (models / "escape.tar.gz").symlink_to(tmp_path / "outside.tar.gz")
     (models / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
     whole = archives["b.tar.gz"].read_bytes()
     (models / "truncated.tar.gz").write_bytes(whole[: len(whole) // 2])
     endpoint = make_endpoint(["a.tar.gz"])
     client = endpoint.client()
     cache: Path = endpoint.cache  # type: ignore[attr-defined]
+    # An archive that exists, named by its absolute path: why it is refused is said.
+    targets = {**BAD_TARGETS, str(models / "a.tar.gz"): "starts with '/'"}
 
-    for target, words in BAD_TARGETS.items():
+    for target, words in targets.items():
         with pytest.raises(client.exceptions.ValidationError) as caught:
             _invoke(endpoint, target)
         message = caught.value.response["Error"]["Message"]
@@ -244,7 +251,7 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
         assert list((cache / ".downloads").iterdir()) == [], target
 
     assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
-    assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(BAD_TARGETS)
+    assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(targets)
 
 
 @pytest.fixture(scope="module")

@@ -277,6 +277,9 @@ def test_resnet_18_answers_the_top_5_through_boto3(
         answers = [json.loads(client.invoke_endpoint(
             EndpointName=NAME, TargetModel="resnet_18.tar.gz", ContentType="application/x-image",
             Accept="application/json", Body=jpeg_bytes())["Body"].read()) for _ in range(2)]
+        with pytest.raises(client.exceptions.ModelError) as not_an_image:
+            client.invoke_endpoint(EndpointName=NAME, TargetModel="resnet_18.tar.gz",
+                                   ContentType="image/jpeg", Body=b"not an image")
     finally:
         code = endpoint.stop()
         container.unload_under(cache)
@@ -289,6 +292,10 @@ def test_resnet_18_answers_the_top_5_through_boto3(
     assert probabilities == sorted(probabilities, reverse=True)
     lines = endpoint.call_lines("resnet_18.tar.gz")
     assert ["cache_hit=0" in lines[0], "cache_hit=1" in lines[1]] == [True, True]
+    refused = not_an_image.value.response
+    assert refused["OriginalStatusCode"] == 400
+    assert "the body is not a JPEG or PNG image" in refused["OriginalMessage"]
+    assert " at 0x" not in refused["OriginalMessage"]  # no Python object in the message
 
 
 def _data_segments_in(sock: socket.socket) -> int:

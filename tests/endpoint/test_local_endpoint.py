@@ -44,6 +44,7 @@ def make_endpoint(tmp_path: Path, archives: dict[str, Path],
 
     def make(models: list[str], *options: str) -> Endpoint:
         folder = tmp_path / "models"
+        folder.mkdir(exist_ok=True)
         for name in models:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(archives[name], folder / name)
@@ -367,3 +368,9 @@ def test_a_model_whose_load_failed_is_fetched_again(
     metrics = endpoint.metrics()
     assert metrics["ModelDownloadingTime_count"] == 2
     assert (metrics["Invocation5XXErrors_sum"], metrics["Invocation5XXErrors_count"]) == (1, 2)
+
+
+def test_the_endpoint_starts_without_warnings(make_endpoint: MakeEndpoint) -> None:
+    endpoint = make_endpoint([])
+
+    assert "Warning" not in endpoint.log()  # sagemaker-inference's pkg_resources warning

@@ -1,4 +1,10 @@
-"""`mme package`: check model folders and pack them in the layout SageMaker extracts."""
+"""`mme package`: check model folders and pack them in the layout SageMaker extracts.
+
+The check imports ``code/inference.py`` in a fresh interpreter of this environment, with
+the model's ``code/requirements.txt`` installed into a temporary folder first, as the
+container's LOAD installs it (offline from ``code/lib/`` when the model ships one). So it
+finds code that cannot import, but not what only the image's environment would break.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +27,21 @@ from mme.model_code import (
     find_model_file,
     user_module_path,
 )
+from mme.model_requirements import RequirementsError, install_requirements
 
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}
 IMPORT_CHECK_TIMEOUT_S = 300
+REQUIREMENTS_TIMEOUT_S = 600
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
 
+# argv: the code folder, the requirements folder ("" if none), the module, the functions.
+# The order on sys.path is the worker's: the model's code, its requirements, the rest.
 _IMPORT_CHECK = """
 import importlib, json, sys
-sys.path.insert(0, sys.argv[1])
-module = importlib.import_module(sys.argv[2])
-print(json.dumps([n for n in sys.argv[3:] if callable(getattr(module, n, None))]))
+sys.path[:0] = [folder for folder in sys.argv[1:3] if folder]
+module = importlib.import_module(sys.argv[3])
+print(json.dumps([n for n in sys.argv[4:] if callable(getattr(module, n, None))]))
 """
 
 
@@ -61,13 +71,22 @@ def _file_problems(root: Path) -> list[str]:
     return problems
 
 
+def _installed_requirements(model_dir: Path, root: str) -> str:
+    """The folder with the model's ``code/requirements.txt`` installed; "" if it has none."""
+    try:
+        return install_requirements(str(model_dir), root, REQUIREMENTS_TIMEOUT_S) or ""
+    except RequirementsError as exc:
+        raise PackagingError(exc.message) from exc
+
+
 def _handler_functions(model_dir: Path, module: str) -> list[str]:
     """Import the user module in a fresh interpreter; return the handler functions it defines."""
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)), module,
-         *HANDLER_FUNCTIONS],
-        capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="mme-requirements-") as root:
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)),
+             _installed_requirements(model_dir, root), module, *HANDLER_FUNCTIONS],
+            capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
+        )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise PackagingError(f"code/{module}.py does not import: {last}")

@@ -7,6 +7,7 @@ import pytest
 from mme.cli import main
 from mme.packaging import PackagingError, check_model_dir, pack
 from tests.model_builders import make_model_dir
+from tests.requirements.wheels import PACKAGE, ship_requirements
 
 GOOD_CODE = {
     "inference.py": "from helpers import scale\ndef model_fn(model_dir):\n    return scale\n",
@@ -65,3 +66,30 @@ def test_the_command_reports_problems_and_exits_non_zero(
     assert code == 1
     assert "does not import" in captured.err
     assert (tmp_path / "dist" / "model.tar.gz").exists()  # the good one, named after its folder
+
+
+def _model_with_requirements(tmp_path: Path, requirement: str) -> Path:
+    """A model whose code imports the package that its code/requirements.txt names."""
+    code = {"inference.py": f"import {PACKAGE}\ndef model_fn(model_dir):\n"
+                            f"    return {PACKAGE}.VERSION\n"}
+    model_dir = make_model_dir(tmp_path, "with-deps", code)
+    ship_requirements(model_dir, f"{requirement}\n", versions=("1.0",))
+    return model_dir
+
+
+def test_code_that_imports_its_own_requirements_packs(tmp_path: Path) -> None:
+    model_dir = _model_with_requirements(tmp_path, f"{PACKAGE}==1.0")
+
+    check_model_dir(model_dir)  # installed offline from code/lib/ for the check
+
+    with tarfile.open(pack(model_dir, tmp_path / "out" / "m.tar.gz")) as tar:
+        names = tar.getnames()
+    assert "code/requirements.txt" in names
+    assert not [name for name in names if PACKAGE in name and not name.startswith("code/lib/")]
+
+
+def test_requirements_that_do_not_install_are_named(tmp_path: Path) -> None:
+    model_dir = _model_with_requirements(tmp_path, f"{PACKAGE}==9.9")  # code/lib/ has 1.0
+
+    with pytest.raises(PackagingError, match=r"requirements\.txt failed to install"):
+        check_model_dir(model_dir)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -31,9 +32,11 @@ from mme.model_requirements import RequirementsError, install_requirements
 
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}
+EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "code" / "image_classifier"
 IMPORT_CHECK_TIMEOUT_S = 300
 REQUIREMENTS_TIMEOUT_S = 600
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
+ARCHIVE_MODE = 0o666  # less the umask, as for any file the user creates
 
 # argv: the code folder, the requirements folder ("" if none), the module, the functions.
 # The order on sys.path is the worker's: the model's code, its requirements, the rest.
@@ -130,8 +133,10 @@ def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 def pack(model_dir: Path, archive: Path) -> Path:
     """Write ``archive`` (tar.gz with the folder's contents at its root); never a partial file."""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=archive.parent, suffix=".partial")
-    os.close(fd)
+    partial = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.partial")
+    # Not mkstemp, whose 0600 would make the archive unreadable to anyone else (a container
+    # that runs as another user, a web server): the usual mode, less the umask.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARCHIVE_MODE))
     try:
         with tarfile.open(partial, "w:gz") as tar:
             for entry in sorted(model_dir.iterdir()):
@@ -170,8 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output-dir", default="models", type=Path,
                         help="where to write <name>.tar.gz (default: ./models)")
-    parser.add_argument("--example-code", default=Path("code/image_classifier"), type=Path,
-                        help="the code/ of the examples (default: ./code/image_classifier)")
+    parser.add_argument("--example-code", default=EXAMPLE_CODE, type=Path,
+                        help="the code/ of the examples (default: code/image_classifier of "
+                        "this source tree, wherever you run the command)")
     parser.add_argument("--pretrained", action="store_true",
                         help="download torchvision's pretrained weights (needs internet); "
                         "random weights otherwise")

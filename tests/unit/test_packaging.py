@@ -1,4 +1,5 @@
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -93,3 +94,24 @@ def test_requirements_that_do_not_install_are_named(tmp_path: Path) -> None:
 
     with pytest.raises(PackagingError, match=r"requirements\.txt failed to install"):
         check_model_dir(model_dir)
+
+
+def test_archives_get_the_usual_file_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        archive = pack(make_model_dir(tmp_path, "good", GOOD_CODE), tmp_path / "m.tar.gz")
+    finally:
+        os.umask(umask)
+
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o644
+
+
+def test_the_examples_pack_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the repository's root
+
+    code = main(["package", "resnet_18", "-o", str(tmp_path / "dist")])
+
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "dist" / "resnet_18.tar.gz").is_file()

@@ -370,6 +370,27 @@ def test_a_model_whose_load_failed_is_fetched_again(
     assert (metrics["Invocation5XXErrors_sum"], metrics["Invocation5XXErrors_count"]) == (1, 2)
 
 
+def test_mme_invoke_needs_no_credentials_against_the_local_endpoint(
+        make_endpoint: MakeEndpoint, tmp_path: Path) -> None:
+    endpoint = make_endpoint(["a.tar.gz"])
+    body = tmp_path / "body.json"
+    body.write_bytes(PAYLOAD)
+    nowhere = str(tmp_path / "no-aws-config")
+    env = {**{k: v for k, v in base_env().items() if not k.startswith("AWS_")},
+           "HOME": str(tmp_path), "AWS_CONFIG_FILE": nowhere,
+           "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+           "AWS_EC2_METADATA_DISABLED": "true"}  # never ask 169.254.169.254 for credentials
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mme.cli", "invoke", NAME, "--endpoint-url", endpoint.url,
+         "--region", "us-east-1", "--target-model", "a.tar.gz",
+         "--content-type", "application/json", "--body", str(body)],
+        env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected_output(SCALES["a.tar.gz"])
+
+
 def test_the_endpoint_starts_without_warnings(make_endpoint: MakeEndpoint) -> None:
     endpoint = make_endpoint([])
 

@@ -66,7 +66,10 @@ def input_fn(request_body: bytes, content_type: str, context: Any = None) -> tor
         )
     try:
         image = Image.open(io.BytesIO(request_body)).convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+    except UnidentifiedImageError as exc:
+        # PIL's message names the in-memory file object: nothing the client can use.
+        raise BadRequestError("the body is not a JPEG or PNG image") from exc
+    except OSError as exc:  # a truncated or corrupt image: PIL's message says which
         raise BadRequestError(f"the body is not a readable JPEG or PNG image: {exc}") from exc
     return PREPROCESS(image).unsqueeze(0)
 

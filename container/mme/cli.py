@@ -47,8 +47,11 @@ def _add_package(commands: argparse._SubParsersAction) -> None:
         "package",
         help="check and pack model folders (or the ResNet examples) as model.tar.gz",
         description="Check each model folder (weights + code/) and pack it as <name>.tar.gz in "
-        "the layout SageMaker extracts. The names resnet_18 and resnet_152 build the example "
-        "image classifiers from code/image_classifier.",
+        "the layout SageMaker extracts. The check imports code/inference.py in this "
+        "environment, after installing code/requirements.txt (if any) into a temporary folder "
+        "as the container's LOAD does: offline from code/lib/ when the model ships one, else "
+        "from the package index. The names resnet_18 and resnet_152 build the example image "
+        "classifiers from code/image_classifier.",
     )
     add_arguments(parser)
     parser.set_defaults(run=package_command)

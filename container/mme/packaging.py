@@ -1,4 +1,10 @@
-"""`mme package`: check model folders and pack them in the layout SageMaker extracts."""
+"""`mme package`: check model folders and pack them in the layout SageMaker extracts.
+
+The check imports ``code/inference.py`` in a fresh interpreter of this environment, with
+the model's ``code/requirements.txt`` installed into a temporary folder first, as the
+container's LOAD installs it (offline from ``code/lib/`` when the model ships one). So it
+finds code that cannot import, but not what only the image's environment would break.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -21,17 +28,23 @@ from mme.model_code import (
     find_model_file,
     user_module_path,
 )
+from mme.model_requirements import RequirementsError, install_requirements
 
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}
+EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "code" / "image_classifier"
 IMPORT_CHECK_TIMEOUT_S = 300
+REQUIREMENTS_TIMEOUT_S = 600
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
+ARCHIVE_MODE = 0o666  # less the umask, as for any file the user creates
 
+# argv: the code folder, the requirements folder ("" if none), the module, the functions.
+# The order on sys.path is the worker's: the model's code, its requirements, the rest.
 _IMPORT_CHECK = """
 import importlib, json, sys
-sys.path.insert(0, sys.argv[1])
-module = importlib.import_module(sys.argv[2])
-print(json.dumps([n for n in sys.argv[3:] if callable(getattr(module, n, None))]))
+sys.path[:0] = [folder for folder in sys.argv[1:3] if folder]
+module = importlib.import_module(sys.argv[3])
+print(json.dumps([n for n in sys.argv[4:] if callable(getattr(module, n, None))]))
 """
 
 
@@ -61,13 +74,22 @@ def _file_problems(root: Path) -> list[str]:
     return problems
 
 
+def _installed_requirements(model_dir: Path, root: str) -> str:
+    """The folder with the model's ``code/requirements.txt`` installed; "" if it has none."""
+    try:
+        return install_requirements(str(model_dir), root, REQUIREMENTS_TIMEOUT_S) or ""
+    except RequirementsError as exc:
+        raise PackagingError(exc.message) from exc
+
+
 def _handler_functions(model_dir: Path, module: str) -> list[str]:
     """Import the user module in a fresh interpreter; return the handler functions it defines."""
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)), module,
-         *HANDLER_FUNCTIONS],
-        capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="mme-requirements-") as root:
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)),
+             _installed_requirements(model_dir, root), module, *HANDLER_FUNCTIONS],
+            capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
+        )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise PackagingError(f"code/{module}.py does not import: {last}")
@@ -111,8 +133,10 @@ def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 def pack(model_dir: Path, archive: Path) -> Path:
     """Write ``archive`` (tar.gz with the folder's contents at its root); never a partial file."""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=archive.parent, suffix=".partial")
-    os.close(fd)
+    partial = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.partial")
+    # Not mkstemp, whose 0600 would make the archive unreadable to anyone else (a container
+    # that runs as another user, a web server): the usual mode, less the umask.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARCHIVE_MODE))
     try:
         with tarfile.open(partial, "w:gz") as tar:
             for entry in sorted(model_dir.iterdir()):
@@ -151,8 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output-dir", default="models", type=Path,
                         help="where to write <name>.tar.gz (default: ./models)")
-    parser.add_argument("--example-code", default=Path("code/image_classifier"), type=Path,
-                        help="the code/ of the examples (default: ./code/image_classifier)")
+    parser.add_argument("--example-code", default=EXAMPLE_CODE, type=Path,
+                        help="the code/ of the examples (default: code/image_classifier of "
+                        "this source tree, wherever you run the command)")
     parser.add_argument("--pretrained", action="store_true",
                         help="download torchvision's pretrained weights (needs internet); "
                         "random weights otherwise")

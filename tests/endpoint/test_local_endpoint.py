@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.server
 
 PAYLOAD = json.dumps(INPUT).encode()
 NAME = "local-endpoint"
+TCP_INFO_BYTES = 256
+TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (4.6+)
 
 MakeEndpoint = Callable[..., Endpoint]
 
@@ -40,6 +44,7 @@ def make_endpoint(tmp_path: Path, archives: dict[str, Path],
 
     def make(models: list[str], *options: str) -> Endpoint:
         folder = tmp_path / "models"
+        folder.mkdir(exist_ok=True)
         for name in models:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(archives[name], folder / name)
@@ -209,10 +214,14 @@ def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
 
 
 # Each TargetModel below is refused with a 400 naming the problem; nothing reaches the cache.
+NOT_A_PLAIN_KEY = "has an empty, '.' or '..' part"
 BAD_TARGETS = {
-    "../outside.tar.gz": "Could not find model data",  # a real archive, beside the prefix
-    "sub/../../outside.tar.gz": "Could not find model data",
-    "/etc/passwd": "Could not find model data",
+    "../outside.tar.gz": NOT_A_PLAIN_KEY,  # a real archive, beside the prefix
+    "sub/../../outside.tar.gz": NOT_A_PLAIN_KEY,
+    "../models/a.tar.gz": NOT_A_PLAIN_KEY,  # the prefix's own a.tar.gz, by another name
+    "./a.tar.gz": NOT_A_PLAIN_KEY,
+    "/etc/passwd": "starts with '/'",
+    "escape.tar.gz": "leads outside the ModelDataUrl prefix",  # a link to outside.tar.gz
     "corrupt.tar.gz": "not a valid tar.gz archive",
     "truncated.tar.gz": "not a valid tar.gz archive",
 }
@@ -223,14 +232,17 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(archives["a.tar.gz"], tmp_path / "outside.tar.gz")
+    (models / "escape.tar.gz").symlink_to(tmp_path / "outside.tar.gz")
     (models / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
     whole = archives["b.tar.gz"].read_bytes()
     (models / "truncated.tar.gz").write_bytes(whole[: len(whole) // 2])
     endpoint = make_endpoint(["a.tar.gz"])
     client = endpoint.client()
     cache: Path = endpoint.cache  # type: ignore[attr-defined]
+    # An archive that exists, named by its absolute path: why it is refused is said.
+    targets = {**BAD_TARGETS, str(models / "a.tar.gz"): "starts with '/'"}
 
-    for target, words in BAD_TARGETS.items():
+    for target, words in targets.items():
         with pytest.raises(client.exceptions.ValidationError) as caught:
             _invoke(endpoint, target)
         message = caught.value.response["Error"]["Message"]
@@ -240,7 +252,7 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
         assert list((cache / ".downloads").iterdir()) == [], target
 
     assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
-    assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(BAD_TARGETS)
+    assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(targets)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +278,9 @@ def test_resnet_18_answers_the_top_5_through_boto3(
         answers = [json.loads(client.invoke_endpoint(
             EndpointName=NAME, TargetModel="resnet_18.tar.gz", ContentType="application/x-image",
             Accept="application/json", Body=jpeg_bytes())["Body"].read()) for _ in range(2)]
+        with pytest.raises(client.exceptions.ModelError) as not_an_image:
+            client.invoke_endpoint(EndpointName=NAME, TargetModel="resnet_18.tar.gz",
+                                   ContentType="image/jpeg", Body=b"not an image")
     finally:
         code = endpoint.stop()
         container.unload_under(cache)
@@ -278,3 +293,105 @@ def test_resnet_18_answers_the_top_5_through_boto3(
     assert probabilities == sorted(probabilities, reverse=True)
     lines = endpoint.call_lines("resnet_18.tar.gz")
     assert ["cache_hit=0" in lines[0], "cache_hit=1" in lines[1]] == [True, True]
+    refused = not_an_image.value.response
+    assert refused["OriginalStatusCode"] == 400
+    assert "the body is not a JPEG or PNG image" in refused["OriginalMessage"]
+    assert " at 0x" not in refused["OriginalMessage"]  # no Python object in the message
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """How many segments with data the socket has received (Linux's tcp_info)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+    return int(struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0])
+
+
+def _segments_of_answers(url: str, requests_: list[bytes]) -> list[tuple[int, int]]:
+    """Send each request on one kept-alive connection: (status, data segments of its answer)."""
+    host, port = url.removeprefix("http://").split(":")
+    seen = []
+    with socket.create_connection((host, int(port)), timeout=120) as sock, \
+            sock.makefile("rb") as answers:
+        for request in requests_:
+            before = _data_segments_in(sock)
+            sock.sendall(request)
+            status = int(answers.readline().split()[1])
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                length = int(value) if name.lower() == "content-length" else length
+            answers.read(length)
+            seen.append((status, _data_segments_in(sock) - before))
+    return seen
+
+
+def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
+        make_endpoint: MakeEndpoint) -> None:
+    # An answer written in two parts (headers, then body) waits for the client's delayed
+    # ACK of the first, up to 40 ms per call with Nagle's algorithm: one segment cannot.
+    endpoint = make_endpoint(["a.tar.gz", "predict-fails.tar.gz"])
+
+    def invocation(target: str) -> bytes:
+        return (f"POST /endpoints/{NAME}/invocations HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: {target}\r\n"
+                f"Content-Length: {len(PAYLOAD)}\r\n\r\n").encode() + PAYLOAD
+
+    seen = _segments_of_answers(endpoint.url, [
+        invocation("a.tar.gz"), invocation("a.tar.gz"), invocation("a.tar.gz"),
+        invocation("predict-fails.tar.gz"), b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
+
+    assert seen == [(200, 1), (200, 1), (200, 1), (424, 1), (404, 1), (200, 1)]
+    metrics = endpoint.metrics()
+    assert metrics["mme_endpoint_responses_total_404"] == 1  # counted, though no invocation
+    assert metrics["mme_endpoint_responses_total_200"] == 3  # /ping and /metrics are not
+
+
+def test_a_model_whose_load_failed_is_fetched_again(
+        make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(archives["load-fails.tar.gz"], models / "m.tar.gz")
+    endpoint = make_endpoint([])
+    client = endpoint.client()
+    with pytest.raises(client.exceptions.ModelError):
+        _invoke(endpoint, "m.tar.gz")
+    cache: Path = endpoint.cache  # type: ignore[attr-defined]
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == []
+
+    # The fixed model, uploaded under the same name, serves at once (as on SageMaker).
+    shutil.copy(archives["a.tar.gz"], models / "m.tar.gz")
+    assert _invoke(endpoint, "m.tar.gz") == expected_output(SCALES["a.tar.gz"])
+
+    failures = [line for line in endpoint.log().splitlines() if "LOAD of m.tar.gz" in line]
+    assert len(failures) == 1, failures  # once, with the TargetModel and the container's id
+    assert re.search(r"\(container model [0-9a-f]{32}\) failed with 500", failures[0])
+    metrics = endpoint.metrics()
+    assert metrics["ModelDownloadingTime_count"] == 2
+    assert (metrics["Invocation5XXErrors_sum"], metrics["Invocation5XXErrors_count"]) == (1, 2)
+
+
+def test_mme_invoke_needs_no_credentials_against_the_local_endpoint(
+        make_endpoint: MakeEndpoint, tmp_path: Path) -> None:
+    endpoint = make_endpoint(["a.tar.gz"])
+    body = tmp_path / "body.json"
+    body.write_bytes(PAYLOAD)
+    nowhere = str(tmp_path / "no-aws-config")
+    env = {**{k: v for k, v in base_env().items() if not k.startswith("AWS_")},
+           "HOME": str(tmp_path), "AWS_CONFIG_FILE": nowhere,
+           "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+           "AWS_EC2_METADATA_DISABLED": "true"}  # never ask 169.254.169.254 for credentials
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mme.cli", "invoke", NAME, "--endpoint-url", endpoint.url,
+         "--region", "us-east-1", "--target-model", "a.tar.gz",
+         "--content-type", "application/json", "--body", str(body)],
+        env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected_output(SCALES["a.tar.gz"])
+
+
+def test_the_endpoint_starts_without_warnings(make_endpoint: MakeEndpoint) -> None:
+    endpoint = make_endpoint([])
+
+    assert "Warning" not in endpoint.log()  # sagemaker-inference's pkg_resources warning

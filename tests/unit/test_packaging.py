@@ -1,4 +1,5 @@
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from mme.cli import main
 from mme.packaging import PackagingError, check_model_dir, pack
 from tests.model_builders import make_model_dir
+from tests.requirements.wheels import PACKAGE, ship_requirements
 
 GOOD_CODE = {
     "inference.py": "from helpers import scale\ndef model_fn(model_dir):\n    return scale\n",
@@ -65,3 +67,51 @@ def test_the_command_reports_problems_and_exits_non_zero(
     assert code == 1
     assert "does not import" in captured.err
     assert (tmp_path / "dist" / "model.tar.gz").exists()  # the good one, named after its folder
+
+
+def _model_with_requirements(tmp_path: Path, requirement: str) -> Path:
+    """A model whose code imports the package that its code/requirements.txt names."""
+    code = {"inference.py": f"import {PACKAGE}\ndef model_fn(model_dir):\n"
+                            f"    return {PACKAGE}.VERSION\n"}
+    model_dir = make_model_dir(tmp_path, "with-deps", code)
+    ship_requirements(model_dir, f"{requirement}\n", versions=("1.0",))
+    return model_dir
+
+
+def test_code_that_imports_its_own_requirements_packs(tmp_path: Path) -> None:
+    model_dir = _model_with_requirements(tmp_path, f"{PACKAGE}==1.0")
+
+    check_model_dir(model_dir)  # installed offline from code/lib/ for the check
+
+    with tarfile.open(pack(model_dir, tmp_path / "out" / "m.tar.gz")) as tar:
+        names = tar.getnames()
+    assert "code/requirements.txt" in names
+    assert not [name for name in names if PACKAGE in name and not name.startswith("code/lib/")]
+
+
+def test_requirements_that_do_not_install_are_named(tmp_path: Path) -> None:
+    model_dir = _model_with_requirements(tmp_path, f"{PACKAGE}==9.9")  # code/lib/ has 1.0
+
+    with pytest.raises(PackagingError, match=r"requirements\.txt failed to install"):
+        check_model_dir(model_dir)
+
+
+def test_archives_get_the_usual_file_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        archive = pack(make_model_dir(tmp_path, "good", GOOD_CODE), tmp_path / "m.tar.gz")
+    finally:
+        os.umask(umask)
+
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o644
+
+
+def test_the_examples_pack_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the repository's root
+
+    code = main(["package", "resnet_18", "-o", str(tmp_path / "dist")])
+
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "dist" / "resnet_18.tar.gz").is_file()

@@ -7,10 +7,14 @@ while it goes on loading; AWS's advice is a 70 s read timeout and retries. botoc
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.handlers import disable_signing
 
 from mme.aws.errors import DeployCommandError, ModelInvocationError, UsageError
 from mme.aws.model_store import check_target_model
@@ -78,11 +82,31 @@ def runtime_config(retries: int = DEFAULT_RETRIES) -> Config:
     return Config(read_timeout=READ_TIMEOUT_S, retries={"mode": "legacy", "max_attempts": retries})
 
 
+def _is_loopback(url: str | None) -> bool:
+    host = urlsplit(url or "").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _invoke_endpoint(runtime: Client, parameters: dict[str, object]) -> Any:
+    """InvokeEndpoint, signed; unsigned when no credentials are found and the URL is a
+    loopback one (`mme endpoint` checks no signature, so no AWS account is needed there)."""
+    try:
+        return runtime.invoke_endpoint(**parameters)
+    except NoCredentialsError:
+        if not _is_loopback(runtime.meta.endpoint_url):
+            raise
+    runtime.meta.events.register_first("choose-signer", disable_signing)
+    return runtime.invoke_endpoint(**parameters)
+
+
 def invoke(runtime: Client, request: InvokeRequest) -> InvokeResult:
     """Call InvokeEndpoint; a model-side failure raises ModelInvocationError."""
     request.validate()
     try:
-        response = runtime.invoke_endpoint(**request.parameters())
+        response = _invoke_endpoint(runtime, request.parameters())
     except ClientError as exc:
         raise _model_failure(exc, request) or exc from None
     return InvokeResult(

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 DISCARD_LIMIT_BYTES = 64 * 1024 * 1024  # read and drop an oversized body up to this much
 DISCARD_CHUNK_BYTES = 1024 * 1024
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WRITE_BUFFER_BYTES = 64 * 1024  # an answer up to this size goes out in one write
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ class EndpointApp:
                 return wire.text_response(200, self.metrics.prometheus(), PROMETHEUS_TYPE,
                                           request_id)
         except EndpointError as error:
-            return wire.error_response(body_error or error, request_id)
+            response = wire.error_response(body_error or error, request_id)
+            self.metrics.count_response(response.status)
+            return response
         return self._invocation(route, headers, payload, body_error, request_id)
 
     @staticmethod
@@ -127,7 +130,12 @@ class EndpointApp:
                 request_id: str) -> wire.Response:
         assert record.target_model is not None
         for attempt in (1, 2):
-            lease = self.registry.acquire(record.target_model)
+            try:
+                lease = self.registry.acquire(record.target_model)
+            except ModelError as error:
+                # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
+                record.model_status = error.original_status
+                raise
             self._note_lease(record, lease)
             try:
                 answer = self._call_model(record, lease, payload, forwarded)
@@ -184,6 +192,12 @@ class EndpointHTTPServer(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as boto3's connection pool expects
+    # Nagle's algorithm holds a small write back until the client acknowledges the one
+    # before, and a kept-alive client delays that ACK by up to 40 ms: every call would wait.
+    # So: no Nagle, and a write buffer, so that headers and body leave in one write (the
+    # stdlib writes the headers on their own).
+    disable_nagle_algorithm = True
+    wbufsize = WRITE_BUFFER_BYTES
     server: EndpointHTTPServer
 
     def _answer(self) -> None:
@@ -209,6 +223,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
+        self.wfile.flush()
 
     def __getattr__(self, name: str) -> Any:
         # http.server looks up do_<METHOD>; every method goes to the app, which answers

@@ -2,13 +2,14 @@
 
 As on SageMaker, the archive's location is the prefix and the TargetModel joined as
 plain strings (``s3://b/mme/`` + ``sub/a.tar.gz``). A missing archive is the caller's
-mistake (400 ValidationError); a store that cannot be reached is not (530).
+mistake (400 ValidationError); a store that cannot be reached is not (530). In a local
+folder, a TargetModel that S3 would take for another key (``/a.tar.gz``, ``./a.tar.gz``,
+``sub/../a.tar.gz``) finds nothing either, and the error says why.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -50,6 +51,21 @@ def _copy_bounded(source: BinaryIO, destination: Path, max_bytes: int, url: str)
     return copied
 
 
+def _not_a_plain_key(target_model: str) -> str | None:
+    """Why a folder cannot hold ``target_model`` as S3 would hold that key; None if it can.
+
+    In S3 a key is a plain string: ``/a.tar.gz``, ``./a.tar.gz`` and ``sub/../a.tar.gz``
+    are keys of their own, not ``a.tar.gz``. A file system would resolve them, to a file
+    inside the prefix or outside it, so such a TargetModel finds nothing here either.
+    """
+    if target_model.startswith("/"):
+        return "starts with '/'; a TargetModel is a path relative to the ModelDataUrl prefix"
+    if {"", ".", ".."} & set(target_model.split("/")):
+        return ("has an empty, '.' or '..' part; it would be another key in S3, so it is "
+                "not resolved here")
+    return None
+
+
 class LocalStore:
     """Archives in a local folder: the prefix is the folder, TargetModel a path inside it."""
 
@@ -57,16 +73,21 @@ class LocalStore:
         self.root = root.resolve()
 
     def url(self, target_model: str) -> str:
-        """The archive's path (prefix + TargetModel)."""
-        return os.path.join(str(self.root), target_model)
+        """The archive's path: prefix + "/" + TargetModel, joined as plain strings."""
+        return f"{self.root}/{target_model}"
 
     def _path(self, target_model: str) -> Path:
-        path = Path(self.url(target_model)).resolve()
-        # A TargetModel such as ../../etc/passwd must not read outside the prefix; and, as
-        # in S3, where keys are plain strings, ./a.tar.gz or sub/../a.tar.gz is not a.tar.gz.
-        if (os.path.normpath(target_model) != target_model or os.path.isabs(target_model)
-                or not path.is_relative_to(self.root) or not path.is_file()):
-            raise ValidationError(f"Could not find model data at {self.url(target_model)}.")
+        url = self.url(target_model)
+        problem = _not_a_plain_key(target_model)
+        if problem is not None:
+            raise ValidationError(f"Could not find model data at {url}: TargetModel "
+                                  f"{target_model!r} {problem}.")
+        path = Path(url).resolve()
+        if not path.is_relative_to(self.root):  # through a link inside the prefix
+            raise ValidationError(f"Could not find model data at {url}: it leads outside "
+                                  "the ModelDataUrl prefix.")
+        if not path.is_file():
+            raise ValidationError(f"Could not find model data at {url}.")
         return path
 
     def fetch(self, target_model: str, destination: Path, max_bytes: int) -> int:

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -220,8 +221,12 @@ def _serve(httpd: EndpointHTTPServer, own_server: ModelServer | None) -> int:
 
 def run_endpoint(args: argparse.Namespace) -> int:
     """The ``endpoint`` command: returns the exit status."""
-    # Imported here: the toolkit is slow to import and warns, which `mme --help` need not do.
-    from mme.server import ModelServer, ServerStartError
+    # Imported here: the toolkit is slow to import, which `mme --help` need not wait for.
+    with warnings.catch_warnings():
+        # sagemaker-inference imports pkg_resources, which setuptools (pinned <81 for it)
+        # deprecates: nothing a user of the endpoint can act on.
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+        from mme.server import ModelServer, ServerStartError
 
     try:
         _check_args(args)

@@ -58,7 +58,11 @@ class ContainerClient:
 
     def request(self, method: str, path: str, timeout_s: float, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Answer:
-        """One HTTP exchange on a fresh connection."""
+        """One HTTP exchange on a fresh connection.
+
+        No delayed ACK can hold it up: http.client sets TCP_NODELAY on its socket, and a
+        fresh connection carries no earlier exchange whose ACK a write would wait for.
+        """
         connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
         try:
             connection.request(method, path, body=body, headers=headers or {})

@@ -78,6 +78,7 @@ class ModelError(EndpointError):
             LogStreamArn=log_stream_arn,
         )
         self.original_status = original_status
+        self.original_message = original_message
 
 
 class ModelNotReadyError(EndpointError):

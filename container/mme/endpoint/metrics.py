@@ -21,8 +21,8 @@ SUMMARIES = {
     "ModelDownloadingTime": ("Microseconds", "time to fetch one archive (and extract it)"),
     "ModelLoadingTime": ("Microseconds", "time of one LOAD call to the container"),
     "ModelUnloadingTime": ("Microseconds", "time of one UNLOAD call to the container"),
-    "Invocation4XXErrors": ("None", "1 when the model answered 4xx, else 0"),
-    "Invocation5XXErrors": ("None", "1 when the model answered 5xx, else 0"),
+    "Invocation4XXErrors": ("None", "1 when the model answered 4xx (invocation or LOAD), else 0"),
+    "Invocation5XXErrors": ("None", "1 when the model answered 5xx (invocation or LOAD), else 0"),
     "ModelLatency": ("Microseconds", "the container's time to answer an invocation"),
     "OverheadLatency": ("Microseconds", "the endpoint's time besides ModelLatency"),
 }
@@ -94,6 +94,11 @@ class Metrics:
         with self._lock:
             self._gauges[name] = value
 
+    def count_response(self, status: int) -> None:
+        """Count one answer of the endpoint by its HTTP status."""
+        with self._lock:
+            self._responses[status] = self._responses.get(status, 0) + 1
+
     def record_call(self, record: CallRecord, counted: bool = True) -> None:
         """Account for one InvokeEndpoint call and write its log line.
 
@@ -101,10 +106,10 @@ class Metrics:
         and its response status, but no CloudWatch metric of this endpoint.
         """
         logger.info("%s", record.log_line())
+        self.count_response(record.status)
+        if not counted:
+            return
         with self._lock:
-            self._responses[record.status] = self._responses.get(record.status, 0) + 1
-            if not counted:
-                return
             self._counters["Invocations"] = self._counters.get("Invocations", 0) + 1
         if record.cache_hit is not None:
             self.observe("ModelCacheHit", int(record.cache_hit))
@@ -144,7 +149,8 @@ class Metrics:
     def prometheus(self) -> str:
         """The metrics in Prometheus text format 0.0.4."""
         lines = list(self._families(self.snapshot()))
-        lines += [f"# HELP {RESPONSES} responses of the endpoint by HTTP status",
+        lines += [f"# HELP {RESPONSES} answers of the endpoint by HTTP status (/ping and "
+                  "/metrics not counted)",
                   f"# TYPE {RESPONSES} counter"]
         with self._lock:
             responses = sorted(self._responses.items())

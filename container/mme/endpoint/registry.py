@@ -226,7 +226,11 @@ class ModelRegistry:
             phases = Phases()
             if entry.state == ABSENT:
                 phases.download_us = self._download(entry)
-            phases.load_us, phases.unload_us = self._load(entry)
+            try:
+                phases.load_us, phases.unload_us = self._load(entry)
+            except ModelError as error:
+                self._forget_failed_load(entry, error)
+                raise
             return phases
         finally:
             with self._lock:
@@ -235,6 +239,21 @@ class ModelRegistry:
                     # Failed before anything reached the disk (a missing archive, say): no
                     # entry is kept, so made-up TargetModels cannot grow the table.
                     self._entries.pop(entry.target_model, None)
+
+    def _forget_failed_load(self, entry: ModelEntry, error: ModelError) -> None:
+        """Delete the files of a model whose LOAD the container refused.
+
+        As on SageMaker, a failed LOAD caches nothing: the next call fetches the archive
+        again, so a fixed archive uploaded under the same name serves at once.
+        """
+        logger.warning("LOAD of %s (container model %s) failed with %d: %s; the next call "
+                       "fetches it again", entry.target_model, entry.model_id,
+                       error.original_status, error.original_message)
+        with self._lock:
+            entry.state = ABSENT
+            entry.disk_bytes = 0
+            doomed = self._trash(self._folder(entry))
+        _delete([doomed])
 
     def _retire(self, entry: ModelEntry) -> Phases:
         try:

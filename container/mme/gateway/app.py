@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024  # SageMaker wants a connection accepted within 250 ms
 STOP_TIMEOUT_S = 5.0
+LIST_ATTEMPTS = 3
+LIST_RETRY_S = 0.01
 
 
 def model_of(path: str, suffix: str = "") -> str | None:
@@ -62,6 +64,19 @@ class Gateway:
             return await self._management.load(request)
         if method == "DELETE" and (name := model_of(path)) is not None:
             return await self._management.unload(request, name)
+        if method == "GET" and path == "/models":
+            return await self._list(request)
+        return await self._upstream.send(request)
+
+    async def _list(self, request: Request) -> Response:
+        # MMS 1.1.11 builds the list while models come and go, and answers 500 (a
+        # NullPointerException) when one is unregistered meanwhile; a LIST changes nothing,
+        # so it is asked again.
+        for _ in range(LIST_ATTEMPTS - 1):
+            answer = await self._upstream.send(request)
+            if answer.status != HTTPStatus.INTERNAL_SERVER_ERROR:
+                return answer
+            await asyncio.sleep(LIST_RETRY_S)
         return await self._upstream.send(request)
 
 

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-MAX_HEADER_BYTES = 64 * 1024  # as MMS (Netty's default line and header limits, roughly)
+MAX_HEADER_BYTES = 8 * 1024  # what MMS accepts (Netty's default header size)
 MAX_QUEUED = 16  # requests parsed ahead of their answers before reading pauses
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

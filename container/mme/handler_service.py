@@ -16,6 +16,7 @@ from mme.model_code import activate_code_dir
 from mme.model_requirements import RequirementsError, activate_requirements
 from mme.pytorch_defaults import PytorchDefaults
 from mme.settings import Settings
+from mme.thread_share import OWN_THREADS_HEADER, ThreadShare, granted_threads
 from mme.transformer import ModelTransformer
 from mme.worker_guard import guarded
 from mme.worker_records import record_load_failure, record_worker
@@ -30,6 +31,7 @@ class HandlerService(DefaultHandlerService):
         transformer = ModelTransformer(PytorchDefaults(), settings.max_payload_bytes)
         super().__init__(transformer=transformer)
         self._settings = settings
+        self._threads = ThreadShare()
 
     @property
     def settings(self) -> Settings:
@@ -44,6 +46,7 @@ class HandlerService(DefaultHandlerService):
             logger.info("loading model from %s (code: %s)", model_dir, code_dir or "none")
             activate_requirements(model_dir, self._settings.requirements_dir,
                                   self._settings.requirements_timeout_s)
+            self._threads.before_load()
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
         except Exception as exc:
             self._load_failed(context.model_name, model_dir, exc)
@@ -51,6 +54,16 @@ class HandlerService(DefaultHandlerService):
                 # MMS answers the LOAD with 507 only for a MemoryError.
                 raise MemoryError(short_message(exc)) from exc
             raise
+
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
+        """Answer a batch with the threads the gateway granted it."""
+        self._threads.before_request(granted_threads(context))
+        answers: list[Any] = super().handle(data, context)
+        own = self._threads.after()
+        if own:
+            for index in range(len(answers)):
+                context.set_response_header(index, OWN_THREADS_HEADER.decode(), str(own))
+        return answers
 
     def _load_failed(self, model_name: str, model_dir: str, exc: Exception) -> None:
         reason = short_message(exc)

@@ -22,6 +22,7 @@ import mms
 from sagemaker_inference import model_server
 
 from mme.gateway.app import Gateway, GatewayThread
+from mme.gateway.cpu_budget import CpuBudget
 from mme.gateway.management import Management
 from mme.gateway.upstream import Upstream
 from mme.ports import free_port
@@ -130,7 +131,9 @@ class ModelServer:
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
         self.mms_port = free_port()
         upstream = Upstream("127.0.0.1", self.mms_port)
-        self.gateway = Gateway(upstream, Management(upstream, self.temp_dir))
+        budget = (CpuBudget(settings.cpu_budget, settings.workers_per_model,
+                            settings.job_queue_size) if settings.cpu_budget else None)
+        self.gateway = Gateway(upstream, Management(upstream, self.temp_dir), budget)
         self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 

@@ -108,8 +108,34 @@ def _bind_address(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _available_cores() -> int:
+    """The cores this process may use: its CPU affinity, its cgroup's quota (docker --cpus),
+    and no more than the physical cores (torch's own default for its thread pool)."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = cores or os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False)
+    return max(1, min(cores, physical or cores, _cgroup_quota() or cores))
+
+
+def _cgroup_quota() -> int | None:
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as limit:
+            quota, period = limit.read().split()
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+
+
+def _threads(env: Mapping[str, str]) -> tuple[int, int]:
+    # A thread count the user set wins: every worker runs with it, and nothing is shared.
+    # Otherwise the workers share the cores (the CPU budget).
+    for name in ("MME_NUM_THREADS", "OMP_NUM_THREADS"):
+        if env.get(name, "").strip():
+            return _integer(env, name, 1, 1, 1024), 0
+    budget = _integer(env, "MME_CPU_BUDGET", _available_cores(), 1, 1024)
+    return budget, budget
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,7 @@ class Settings:
     base_dir: str = "/opt/ml"
     program_module: str = "inference"
     num_threads: int = 1
+    cpu_budget: int = 0
     startup_timeout_s: int = 600
     start_attempts: int = 3
     handler_service: str = ""
@@ -145,7 +172,7 @@ class Settings:
             and not env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "").strip()
             else "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
         )
-        threads_default = _integer(env, "OMP_NUM_THREADS", _available_cpus(), 1, 1024)
+        num_threads, cpu_budget = _threads(env)
         response_timeout_s = _integer(env, timeout_var, 60, 1, 3600)
         base_dir = env.get("SAGEMAKER_BASE_DIR", "").strip() or "/opt/ml"
         return cls(
@@ -158,7 +185,8 @@ class Settings:
             log_level=_log_level(env, "SAGEMAKER_CONTAINER_LOG_LEVEL"),
             base_dir=base_dir,
             program_module=_program(env, "SAGEMAKER_PROGRAM"),
-            num_threads=_integer(env, "MME_NUM_THREADS", threads_default, 1, 1024),
+            num_threads=num_threads,
+            cpu_budget=cpu_budget,
             startup_timeout_s=_integer(env, "SAGEMAKER_STARTUP_TIMEOUT", 600, 1, 3600),
             start_attempts=_integer(env, "MME_START_ATTEMPTS", 3, 1, 20),
             handler_service=env.get("SAGEMAKER_HANDLER", "").strip(),

@@ -8,6 +8,7 @@ import threading
 from http import HTTPStatus
 
 from mme.gateway.connection import ClientConnection
+from mme.gateway.cpu_budget import CpuBudget, QueueFull
 from mme.gateway.http import Request, Response, error_response
 from mme.gateway.management import Management
 from mme.gateway.upstream import Upstream, UpstreamError
@@ -31,9 +32,11 @@ def model_of(path: str, suffix: str = "") -> str | None:
 class Gateway:
     """Answers every request on the server's port, mostly by passing it to MMS."""
 
-    def __init__(self, upstream: Upstream, management: Management) -> None:
+    def __init__(self, upstream: Upstream, management: Management,
+                 budget: CpuBudget | None = None) -> None:
         self._upstream = upstream
         self._management = management
+        self.budget = budget  # None: every worker keeps its own thread count
         self.ready = False
         self.in_flight = 0  # requests being answered, /ping aside
 
@@ -46,6 +49,11 @@ class Gateway:
         self.in_flight += counted
         try:
             return await self._route(request)
+        except QueueFull as exc:
+            return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
+                                  f"No worker is available to serve request for model: {exc}. "
+                                  "Consider increasing job queue size.",
+                                  "ServiceUnavailableException")
         except UpstreamError as exc:
             logger.error("%s", exc)
             return error_response(HTTPStatus.BAD_GATEWAY, str(exc), "BadGatewayException")
@@ -62,8 +70,13 @@ class Gateway:
         path, method = request.path, request.method
         if method == "POST" and path == "/models":
             return await self._management.load(request)
+        if method == "POST" and self.budget and (name := model_of(path, "/invoke")):
+            return await self.budget.run(name, request, self._upstream.send)
         if method == "DELETE" and (name := model_of(path)) is not None:
-            return await self._management.unload(request, name)
+            answer = await self._management.unload(request, name)
+            if self.budget:
+                self.budget.forget(name)
+            return answer
         if method == "GET" and path == "/models":
             return await self._list(request)
         return await self._upstream.send(request)

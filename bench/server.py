@@ -12,7 +12,8 @@ import requests
 from tests.server_process import NativeServer
 
 TIMEOUT_S = 300
-READY_LINE = "the model server is healthy on"  # `mme serve` logs it once /ping answers and workers can start
+# `mme serve` logs it once /ping answers and workers can start
+READY_LINE = "the model server is healthy on"
 
 
 class BenchServer:

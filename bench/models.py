@@ -21,9 +21,9 @@ import os
 import torch
 import torchvision
 
-from image_classifier import LABELS_FILE, Classifier, input_fn, output_fn, predict_fn
+from image_classifier import MAX_BATCH_SIZE, input_fn, output_fn, predict_fn
 
-__all__ = ["input_fn", "model_fn", "output_fn", "predict_fn"]
+__all__ = ["MAX_BATCH_SIZE", "input_fn", "model_fn", "output_fn", "predict_fn"]
 
 
 def model_fn(model_dir):
@@ -31,8 +31,7 @@ def model_fn(model_dir):
     state = torch.load(os.path.join(model_dir, "model.pth"), map_location="cpu",
                        weights_only=True)
     network.load_state_dict(state)
-    with open(LABELS_FILE, encoding="utf-8") as labels:
-        return Classifier(network.eval(), [line.strip() for line in labels if line.strip()])
+    return network.eval()
 '''
 
 NOOP_INFERENCE = '''

@@ -4,7 +4,10 @@ This file is what goes into ``code/inference.py`` of ``resnet_18.tar.gz`` and
 ``resnet_152.tar.gz`` (see ``mme package resnet_18``). The container calls:
 
 - ``model_fn(model_dir)`` once, when SageMaker loads the model;
-- ``input_fn`` -> ``predict_fn`` -> ``output_fn`` for every request.
+- ``input_fn`` -> ``predict_fn`` -> ``output_fn`` for every request. Requests that wait
+  for the model at the same time run as one batch (``MAX_BATCH_SIZE``): ``input_fn``
+  gives each image as a batch of one, ``predict_fn`` gets several requests' images
+  concatenated, and ``output_fn`` gets each request's own rows.
 
 Each function may take a trailing ``context`` argument; see ``input_fn`` for how it
 reaches the request's headers.
@@ -26,7 +29,10 @@ from mme.errors import BadRequestError, NotAcceptableError, UnsupportedContentTy
 
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
 TOP_K = 5
+MAX_BATCH_SIZE = 8  # requests that wait together run as one predict_fn call
 LABELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+with open(LABELS_FILE, encoding="utf-8") as _labels:
+    LABELS = [line.strip() for line in _labels if line.strip()]
 
 # The ImageNet preprocessing that torchvision's ResNet weights were trained with.
 PREPROCESS = transforms.Compose(
@@ -39,19 +45,9 @@ PREPROCESS = transforms.Compose(
 )
 
 
-class Classifier:
-    """A TorchScript ResNet and the ImageNet labels of its outputs."""
-
-    def __init__(self, network: torch.jit.ScriptModule, labels: list[str]) -> None:
-        self.network = network
-        self.labels = labels
-
-
-def model_fn(model_dir: str) -> Classifier:
-    """Load ``model.pt`` (TorchScript) and the labels shipped beside this file."""
-    network = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
-    with open(LABELS_FILE, encoding="utf-8") as labels:
-        return Classifier(network, [line.strip() for line in labels if line.strip()])
+def model_fn(model_dir: str) -> torch.jit.ScriptModule:
+    """Load ``model.pt`` (TorchScript)."""
+    return torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
 
 
 def input_fn(request_body: bytes, content_type: str, context: Any = None) -> torch.Tensor:
@@ -74,19 +70,18 @@ def input_fn(request_body: bytes, content_type: str, context: Any = None) -> tor
     return PREPROCESS(image).unsqueeze(0)
 
 
-def predict_fn(batch: torch.Tensor, model: Classifier) -> list[dict[str, Any]]:
-    """The five most probable classes, most probable first."""
+def predict_fn(batch: torch.Tensor, model: torch.jit.ScriptModule) -> torch.Tensor:
+    """The class probabilities of each image in ``batch``, one row per image."""
     with torch.inference_mode():
-        probabilities = torch.softmax(model.network(batch), dim=1)[0]
-    top = torch.topk(probabilities, TOP_K)
-    return [
-        {"probability": round(float(p), 6), "class": model.labels[int(i)]}
-        for p, i in zip(top.values, top.indices, strict=True)
-    ]
+        return torch.softmax(model(batch), dim=1)
 
 
-def output_fn(prediction: list[dict[str, Any]], accept: str) -> tuple[str, str]:
-    """JSON, the only answer this model gives."""
+def output_fn(probabilities: torch.Tensor, accept: str) -> tuple[str, str]:
+    """The five most probable classes of the request's image, most probable first, as JSON."""
     if not {"application/json", "*/*"} & set(parse_accept(accept)):
         raise NotAcceptableError(f"this model answers application/json, not {accept!r}")
-    return json.dumps(prediction), "application/json"
+    top = torch.topk(probabilities[0], TOP_K)
+    return json.dumps([
+        {"probability": round(float(p), 6), "class": LABELS[int(i)]}
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]), "application/json"

@@ -6,11 +6,13 @@ with ``data=None`` once to load the model, then once per batch of requests.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 
+from mme import batch_wire
 from mme.errors import ModelLoadError, is_out_of_memory, short_message
 from mme.model_code import activate_code_dir
 from mme.model_requirements import RequirementsError, activate_requirements
@@ -19,7 +21,7 @@ from mme.settings import Settings
 from mme.thread_share import OWN_THREADS_HEADER, ThreadShare, granted_threads
 from mme.transformer import ModelTransformer
 from mme.worker_guard import guarded
-from mme.worker_records import record_load_failure, record_worker
+from mme.worker_records import record_batching, record_load_failure, record_worker
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class HandlerService(DefaultHandlerService):
                                   self._settings.requirements_timeout_s)
             self._threads.before_load()
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
+            record_batching(self._settings.server_temp_dir, context.model_name,
+                            *self._service.batching(self._settings.max_batch_size,
+                                                    self._settings.max_batch_delay_ms))
         except Exception as exc:
             self._load_failed(context.model_name, model_dir, exc)
             if is_out_of_memory(exc):
@@ -56,14 +61,29 @@ class HandlerService(DefaultHandlerService):
             raise
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
-        """Answer a batch with the threads the gateway granted it."""
+        """Answer MMS's requests (or one of the gateway's batches) with the threads granted."""
         self._threads.before_request(granted_threads(context))
-        answers: list[Any] = super().handle(data, context)
+        properties = context.request_processor[0].get_request_properties() or {}
+        if properties.get(batch_wire.BATCH_HEADER) or properties.get(
+                batch_wire.BATCH_HEADER.lower()):
+            answers = self._handle_batch(data, context)
+        else:
+            answers = super().handle(data, context)
         own = self._threads.after()
         if own:
             for index in range(len(answers)):
                 context.set_response_header(index, OWN_THREADS_HEADER.decode(), str(own))
         return answers
+
+    def _handle_batch(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
+        try:
+            parts = batch_wire.decode(bytes(data[0].get("body") or b""))
+        except batch_wire.BatchWireError as exc:
+            context.set_response_status(code=400, phrase="not a batch")
+            return [json.dumps({"code": 400, "message": str(exc)})]
+        answered = self._service.transform_batch(parts, context)
+        context.set_response_content_type(0, batch_wire.CONTENT_TYPE)
+        return [batch_wire.encode(answered, with_status=True)]
 
     def _load_failed(self, model_name: str, model_dir: str, exc: Exception) -> None:
         reason = short_message(exc)

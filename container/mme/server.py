@@ -22,9 +22,10 @@ import mms
 from sagemaker_inference import model_server
 
 from mme.gateway.app import Gateway, GatewayThread
-from mme.gateway.cpu_budget import CpuBudget
 from mme.gateway.management import Management
+from mme.gateway.scheduler import Scheduler
 from mme.gateway.upstream import Upstream
+from mme.lifetime import dying_with_parent
 from mme.ports import free_port
 from mme.prefork.zygote_process import ZygoteError, ZygoteProcess
 from mme.settings import Settings
@@ -36,6 +37,7 @@ STOP_GRACE_S = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
 DRAIN_LIMIT_S = 15.0  # of the grace, what the requests in flight may use before MMS stops
 DRAIN_SETTLE_POLLS = 3  # nothing in flight this many polls in a row: the drain is over
 POLL_INTERVAL_S = 0.2
+BATCH_OVERHEAD_BYTES = 1024 * 1024  # a batch's index and headers
 
 _LOG4J_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN"}
 
@@ -59,12 +61,20 @@ def mms_properties(settings: Settings, handler_service: str, mms_port: int) -> s
         f"inference_address={address}",
         f"management_address={address}",
         f"default_response_timeout_seconds={settings.response_timeout_s}",
-        f"max_request_size={settings.max_payload_bytes}",
-        # the worker answers 413 for a response over the limit; this only bounds the wire
-        f"max_response_size={settings.max_payload_bytes + 65536}",
+        # The gateway refuses a request over the limit; MMS carries batches of them. The
+        # worker answers 413 for a response over the limit; this only bounds the wire.
+        f"max_request_size={batch_bytes(settings) + BATCH_OVERHEAD_BYTES}",
+        f"max_response_size={batch_bytes(settings) + BATCH_OVERHEAD_BYTES}",
         f"job_queue_size={settings.job_queue_size}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def batch_bytes(settings: Settings) -> int:
+    """The most request (or answer) bytes that one of the gateway's batches may carry."""
+    # MMS keeps its limits in a Java int.
+    return min(settings.max_payload_bytes * settings.max_batch_size,
+               2**31 - 1 - BATCH_OVERHEAD_BYTES)
 
 
 def resolve_handler(spec: str) -> tuple[str, str | None]:
@@ -131,9 +141,10 @@ class ModelServer:
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
         self.mms_port = free_port()
         upstream = Upstream("127.0.0.1", self.mms_port)
-        budget = (CpuBudget(settings.cpu_budget, settings.workers_per_model,
-                            settings.job_queue_size) if settings.cpu_budget else None)
-        self.gateway = Gateway(upstream, Management(upstream, self.temp_dir), budget)
+        scheduler = Scheduler(upstream.send, settings.cpu_budget, settings.workers_per_model,
+                              settings.job_queue_size, batch_bytes(settings))
+        self.gateway = Gateway(upstream, Management(upstream, scheduler, self.temp_dir),
+                               scheduler)
         self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 
@@ -168,7 +179,7 @@ class ModelServer:
         try:
             # Its own session: the process group that request_stop and stop signal.
             self.process = subprocess.Popen(
-                _java_command(python, config_file, log_config, env), env=env,
+                dying_with_parent(_java_command(python, config_file, log_config, env)), env=env,
                 start_new_session=True,
             )
         except OSError as exc:

@@ -153,6 +153,8 @@ class Settings:
     program_module: str = "inference"
     num_threads: int = 1
     cpu_budget: int = 0
+    max_batch_size: int = 8
+    max_batch_delay_ms: int = 0
     startup_timeout_s: int = 600
     start_attempts: int = 3
     handler_service: str = ""
@@ -187,6 +189,8 @@ class Settings:
             program_module=_program(env, "SAGEMAKER_PROGRAM"),
             num_threads=num_threads,
             cpu_budget=cpu_budget,
+            max_batch_size=_integer(env, "MME_MAX_BATCH_SIZE", 8, 1, 256),
+            max_batch_delay_ms=_integer(env, "MME_MAX_BATCH_DELAY_MS", 0, 0, 10_000),
             startup_timeout_s=_integer(env, "SAGEMAKER_STARTUP_TIMEOUT", 600, 1, 3600),
             start_attempts=_integer(env, "MME_START_ATTEMPTS", 3, 1, 20),
             handler_service=env.get("SAGEMAKER_HANDLER", "").strip(),

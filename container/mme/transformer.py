@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
 from typing import Any
 
+from mms.context import RequestProcessor
 from sagemaker_inference import content_types, utils
 from sagemaker_inference.transformer import Transformer
 
+from mme import batching
+from mme.batch_wire import Part
 from mme.errors import (
     BadRequestError,
     ModelLoadError,
@@ -80,17 +85,114 @@ class ModelTransformer(Transformer):
         self._transform_fn = self._default_transform_fn
 
     def transform(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
-        """Answer each request of the batch; errors become a status and a short message."""
+        """Answer each request of MMS's batch; errors become a status and a short message."""
         try:
             self.validate_and_initialize(model_dir=context.system_properties["model_dir"],
                                          context=context)
             return [self._transform_one(item, index, context) for index, item in enumerate(data)]
         except Exception as exc:
-            return [self._error_response(exc, context)]
+            status, message = self._log_error(exc)
+            context.set_response_status(code=status, phrase=utils.remove_crlf(message)[:200])
+            context.set_response_content_type(0, content_types.JSON)
+            return [error_body(status, message)]
+
+    def batching(self, max_size: int, max_delay_ms: int) -> tuple[int, int]:
+        """How many requests this model answers at once, and how long a batch may wait to fill
+        (call after the LOAD; the server's limits are ``max_size`` and ``max_delay_ms``).
+
+        ``transform_fn`` cannot be split: 1. The default functions batch by themselves. Code
+        of one's own opts in with ``MAX_BATCH_SIZE`` (and ``MAX_BATCH_DELAY_MS``) in its module.
+        """
+        if self._transform_fn != self._default_transform_fn:  # bound methods: equal, not same
+            return 1, 0
+        module = sys.modules.get(self._environment.module_name)
+        if module is None or not any(hasattr(module, name)
+                                     for name in ("input_fn", "predict_fn", "output_fn")):
+            return max_size, max_delay_ms
+        size = getattr(module, "MAX_BATCH_SIZE", 1)
+        delay = getattr(module, "MAX_BATCH_DELAY_MS", max_delay_ms)
+        if not isinstance(size, int) or not isinstance(delay, int) or size < 2:
+            return 1, 0
+        return min(size, max_size), max(0, delay)
 
     def _transform_one(self, item: dict[str, Any], index: int, context: Any) -> Any:
         properties = context.request_processor[index].get_request_properties()
-        body = item.get("body")
+        body, content_type, accept = self._request(properties, item.get("body"))
+        result = self._run_handler_function(
+            self._transform_fn, self._model, body, content_type, accept
+        )
+        response, response_type = self._answer(result, accept)
+        context.set_response_content_type(index, response_type)
+        return response
+
+    def transform_batch(self, parts: list[Part], context: Any) -> list[Part]:
+        """Answer the requests of one of the gateway's batches, each with its own status.
+
+        Each request is decoded on its own; those whose inputs stack run as one
+        ``predict_fn`` call, and if that fails each runs alone, so that a bad request
+        fails alone. While a user function runs for a request, the context's request
+        properties are that request's headers.
+        """
+        original = context.request_processor
+        answers: dict[int, Part] = {}
+        inputs: dict[int, tuple[Any, str]] = {}
+        try:
+            for index, part in enumerate(parts):
+                self._for_request(context, part)
+                try:
+                    inputs[index] = self._decode(part)
+                except Exception as exc:
+                    answers[index] = self._error_part(exc)
+            predictions = self._predict_all({i: data for i, (data, _) in inputs.items()},
+                                            parts, context, answers)
+            for index, prediction in predictions.items():
+                self._for_request(context, parts[index])
+                try:
+                    result = self._run_handler_function(self._output_fn, prediction,
+                                                        inputs[index][1])
+                    body, response_type = self._answer(result, inputs[index][1])
+                    answers[index] = _part(200, body, response_type)
+                except Exception as exc:
+                    answers[index] = self._error_part(exc)
+        finally:
+            context.request_processor = original
+        return [answers[index] for index in range(len(parts))]
+
+    def _decode(self, part: Part) -> tuple[Any, str]:
+        properties = dict(part.headers)
+        body, content_type, accept = self._request(properties, part.body)
+        return self._run_handler_function(self._input_fn, body, content_type), accept
+
+    def _predict_all(self, inputs: dict[int, Any], parts: list[Part], context: Any,
+                     answers: dict[int, Part]) -> dict[int, Any]:
+        predictions: dict[int, Any] = {}
+        for group in batching.groups(inputs):
+            self._for_request(context, parts[group[0]])
+            shares = None
+            if len(group) > 1:
+                with contextlib.suppress(Exception):  # each request is tried alone below
+                    batch = batching.concatenate([inputs[i] for i in group])
+                    prediction = self._run_handler_function(self._predict_fn, batch, self._model)
+                    shares = batching.split(prediction, [inputs[i].shape[0] for i in group])
+            if shares is not None:
+                predictions.update(zip(group, shares, strict=True))
+                continue
+            for index in group:
+                self._for_request(context, parts[index])
+                try:
+                    predictions[index] = self._run_handler_function(
+                        self._predict_fn, inputs[index], self._model)
+                except Exception as exc:
+                    answers[index] = self._error_part(exc)
+        return predictions
+
+    @staticmethod
+    def _for_request(context: Any, part: Part) -> None:
+        # User functions read the request's headers at request_processor[0], as MMS sets it.
+        context.request_processor = [RequestProcessor(dict(part.headers))]
+
+    def _request(self, properties: dict[str, Any], body: Any) -> tuple[Any, str | None, str]:
+        """The body (text for UTF-8 types), content type and accept of one request."""
         if body is None:
             raise BadRequestError(
                 "the request has no body (form-encoded and multipart bodies are not supported)"
@@ -104,9 +206,9 @@ class ModelTransformer(Transformer):
                 body = body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise BadRequestError(f"the {content_type} body is not valid UTF-8") from exc
-        result = self._run_handler_function(
-            self._transform_fn, self._model, body, content_type, accept
-        )
+        return body, content_type, accept
+
+    def _answer(self, result: Any, accept: str) -> tuple[Any, str]:
         response, response_type = result if isinstance(result, tuple) else (result, accept)
         too_large = isinstance(response, (bytes, bytearray, str)) and (
             len(response) > self._max_payload_bytes
@@ -116,17 +218,23 @@ class ModelTransformer(Transformer):
                 f"the response has {len(response)} bytes, over the limit of "
                 f"{self._max_payload_bytes} (SAGEMAKER_MAX_PAYLOAD_IN_MB)"
             )
-        context.set_response_content_type(index, response_type)
-        return response
+        return response, response_type
+
+    def _error_part(self, exc: BaseException) -> Part:
+        status, message = self._log_error(exc)
+        return _part(status, error_body(status, message), content_types.JSON)
 
     @staticmethod
-    def _error_response(exc: BaseException, context: Any) -> str:
+    def _log_error(exc: BaseException) -> tuple[int, str]:
         status = http_status(exc)
         message = short_message(exc)
         if status >= 500:
             logger.error("request failed with %d: %s", status, message, exc_info=exc)
         else:
             logger.warning("request refused with %d: %s", status, message)
-        context.set_response_status(code=status, phrase=utils.remove_crlf(message)[:200])
-        context.set_response_content_type(0, content_types.JSON)
-        return error_body(status, message)
+        return status, message
+
+
+def _part(status: int, body: Any, content_type: str) -> Part:
+    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    return Part(data, [("Content-Type", content_type)], status)

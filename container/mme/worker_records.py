@@ -6,9 +6,11 @@ workers"). Each worker of our handler service therefore records, at LOAD:
 * itself and the process that forked it (MMS's per-model server process), with their
   start times, so that an UNLOAD can wait until they are gone (a pid that was reused by
   another process is never waited for, nor killed);
-* the one-line reason when its LOAD fails, which the gateway puts in its answer.
+* the one-line reason when its LOAD fails, which the gateway puts in its answer;
+* how many requests the model answers at once, and how long a batch may wait to fill,
+  once it has loaded (the gateway batches its requests accordingly).
 
-Layout: ``<server temp dir>/models/<hash of the model name>/{workers/<pid>,load-error}``
+Layout: ``<server temp dir>/models/<hash of the model name>/{workers/<pid>,load-error,batching}``
 (a hash, because a model name can be longer than a file name may be).
 """
 
@@ -24,6 +26,7 @@ import psutil
 
 MODELS_DIR = "models"
 LOAD_ERROR = "load-error"
+BATCHING = "batching"
 
 
 def model_folder(server_temp_dir: str, model_name: str) -> str:
@@ -65,6 +68,27 @@ def load_failure(server_temp_dir: str, model_name: str) -> str:
             return reason.read().strip()
     except OSError:
         return ""
+
+
+def record_batching(server_temp_dir: str, model_name: str, max_size: int,
+                    max_delay_ms: int) -> None:
+    """Record how ``model_name`` batches: ``max_size`` requests at most, ``max_delay_ms``."""
+    if not server_temp_dir:
+        return
+    folder = model_folder(server_temp_dir, model_name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, BATCHING), "w", encoding="utf-8") as out:
+        json.dump([max_size, max_delay_ms], out)
+
+
+def batching(server_temp_dir: str, model_name: str) -> tuple[int, int]:
+    """How ``model_name`` batches (size, delay in ms); (1, 0) when its worker did not say."""
+    with contextlib.suppress(OSError, ValueError, TypeError), \
+            open(os.path.join(model_folder(server_temp_dir, model_name), BATCHING),
+                 encoding="utf-8") as record:
+        size, delay = json.load(record)
+        return max(1, int(size)), max(0, int(delay))
+    return 1, 0
 
 
 def model_processes(server_temp_dir: str, model_name: str) -> list[psutil.Process]:

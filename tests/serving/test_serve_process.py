@@ -79,6 +79,19 @@ def test_sigterm_stops_everything_within_30_s(tmp_path: Path) -> None:
     assert "GET /ping" not in log  # ...but health checks, every few seconds, stay out of it
 
 
+def test_a_killed_server_leaves_nothing_running(tmp_path: Path) -> None:
+    server = NativeServer(tmp_path / "models").start()
+    make_model_dir(server.models_root, "m")
+    assert load_and_invoke(server, "m").status_code == 200
+    family = server.descendants()
+    assert len(family) >= 4  # Java, the zygote, a launcher and its worker
+    assert server.process is not None
+    server.process.kill()  # SIGKILL: no clean-up of its own
+    server.process.wait()
+    gone, alive = psutil.wait_procs(family, timeout=15)
+    assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 def test_two_servers_side_by_side_do_not_interfere(tmp_path: Path) -> None:
     first = NativeServer(tmp_path / "models").start()
     second = NativeServer(tmp_path / "models").start()

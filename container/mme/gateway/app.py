@@ -8,9 +8,9 @@ import threading
 from http import HTTPStatus
 
 from mme.gateway.connection import ClientConnection
-from mme.gateway.cpu_budget import CpuBudget, QueueFull
 from mme.gateway.http import Request, Response, error_response
 from mme.gateway.management import Management
+from mme.gateway.scheduler import QueueFull, Scheduler
 from mme.gateway.upstream import Upstream, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ class Gateway:
     """Answers every request on the server's port, mostly by passing it to MMS."""
 
     def __init__(self, upstream: Upstream, management: Management,
-                 budget: CpuBudget | None = None) -> None:
+                 scheduler: Scheduler) -> None:
         self._upstream = upstream
         self._management = management
-        self.budget = budget  # None: every worker keeps its own thread count
+        self.scheduler = scheduler
         self.ready = False
         self.in_flight = 0  # requests being answered, /ping aside
 
@@ -70,13 +70,10 @@ class Gateway:
         path, method = request.path, request.method
         if method == "POST" and path == "/models":
             return await self._management.load(request)
-        if method == "POST" and self.budget and (name := model_of(path, "/invoke")):
-            return await self.budget.run(name, request, self._upstream.send)
+        if method == "POST" and (name := model_of(path, "/invoke")):
+            return await self.scheduler.run(name, request)
         if method == "DELETE" and (name := model_of(path)) is not None:
-            answer = await self._management.unload(request, name)
-            if self.budget:
-                self.budget.forget(name)
-            return answer
+            return await self._management.unload(request, name)
         if method == "GET" and path == "/models":
             return await self._list(request)
         return await self._upstream.send(request)
@@ -135,4 +132,5 @@ class GatewayThread:
             self._server.close()
         for task in list(self._tasks):
             task.cancel()
+        self.gateway.scheduler.close()
         self._upstream.close()

@@ -33,6 +33,7 @@ import psutil
 
 from mme import worker_records
 from mme.gateway.http import Request, Response, error_response
+from mme.gateway.scheduler import Scheduler
 from mme.gateway.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ def _check_name(name: object) -> None:
 class Management:
     """LOAD and UNLOAD through the gateway."""
 
-    def __init__(self, upstream: Upstream, server_temp_dir: str) -> None:
+    def __init__(self, upstream: Upstream, scheduler: Scheduler, server_temp_dir: str) -> None:
         self._upstream = upstream
+        self._scheduler = scheduler
         self._temp_dir = server_temp_dir
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -121,6 +123,9 @@ class Management:
                 answer = await self._send_load(load)
             if answer.status in REGISTERED_THEN_FAILED:
                 answer = await self._clean_up_failed_load(load.model_name, answer)
+            elif answer.status == HTTPStatus.OK:
+                self._scheduler.set_batching(
+                    load.model_name, *worker_records.batching(self._temp_dir, load.model_name))
             return answer
 
     async def unload(self, request: Request, model_name: str) -> Response:
@@ -131,6 +136,7 @@ class Management:
             if answer.status == HTTPStatus.OK:
                 await _end(model_name, processes, EXIT_LIMIT_S)
                 worker_records.forget(self._temp_dir, model_name)
+                self._scheduler.forget(model_name)
             return answer
 
     @contextlib.asynccontextmanager

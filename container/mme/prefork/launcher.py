@@ -28,6 +28,7 @@ RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
 ZYGOTE_WAIT_S = 120.0  # as long as MMS waits for a worker to start
 CONNECT_POLL_S = 0.05
 LOST_ZYGOTE_EXIT_CODE = 70  # EX_SOFTWARE: the zygote went away while the child ran
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _SCRIPT = """#!{python} -IS
 # Written by `mme serve` (mme.prefork.launcher): MMS runs this as its Python for workers.
@@ -53,6 +54,7 @@ def write_launcher(path: str, socket_path: str) -> str:
 def main(socket_path: str, python: str) -> int:
     """Run one worker through the zygote at ``socket_path``; fall back to ``python``."""
     started = time.time()
+    _die_with_mms()
     sock = _connect(socket_path)
     if sock is None:
         _run_stock_worker(python, "the prefork zygote is not running")
@@ -60,6 +62,15 @@ def main(socket_path: str, python: str) -> int:
                "started": started}
     protocol.send_request(sock, request, protocol.STD_FDS)
     return _stand_in(sock)
+
+
+def _die_with_mms() -> None:
+    # If MMS is killed outright, this process is killed too, and with it the worker (which
+    # watches its launcher's connection): nothing of the server outlives it.
+    import ctypes  # here: it costs a millisecond, which only this process pays
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _connect(socket_path: str) -> socket.socket | None:

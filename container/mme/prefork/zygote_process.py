@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from mme.lifetime import dying_with_parent
 from mme.prefork.launcher import write_launcher
 from mme.prefork.proctitle import ROOM_ARGUMENT
 
@@ -56,7 +57,8 @@ class ZygoteProcess:
     def start(self, env: dict[str, str]) -> None:
         """Start the zygote as the leader of a new process group (see :meth:`stop`)."""
         self._env = env
-        command = [sys.executable, "-m", "mme.prefork.zygote", self.socket_path, ROOM_ARGUMENT]
+        command = dying_with_parent(
+            [sys.executable, "-m", "mme.prefork.zygote", self.socket_path, ROOM_ARGUMENT])
         try:
             self.process = subprocess.Popen(command, env=env, cwd=self._temp_dir,
                                             start_new_session=True)

@@ -88,7 +88,7 @@ def test_a_killed_server_leaves_nothing_running(tmp_path: Path) -> None:
     assert server.process is not None
     server.process.kill()  # SIGKILL: no clean-up of its own
     server.process.wait()
-    gone, alive = psutil.wait_procs(family, timeout=15)
+    _, alive = psutil.wait_procs(family, timeout=15)
     assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
 
 

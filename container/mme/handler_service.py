@@ -12,13 +12,13 @@ from typing import Any
 
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 
-from mme import batch_wire
+from mme import batch_wire, worker_headers
 from mme.errors import ModelLoadError, is_out_of_memory, short_message
 from mme.model_code import activate_code_dir
 from mme.model_requirements import RequirementsError, activate_requirements
 from mme.pytorch_defaults import PytorchDefaults
 from mme.settings import Settings
-from mme.thread_share import OWN_THREADS_HEADER, ThreadShare, granted_threads
+from mme.thread_share import ThreadShare, granted_threads
 from mme.transformer import ModelTransformer
 from mme.worker_guard import guarded
 from mme.worker_records import record_batching, record_load_failure, record_worker
@@ -63,16 +63,15 @@ class HandlerService(DefaultHandlerService):
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
         """Answer MMS's requests (or one of the gateway's batches) with the threads granted."""
         self._threads.before_request(granted_threads(context))
-        properties = context.request_processor[0].get_request_properties() or {}
-        if properties.get(batch_wire.BATCH_HEADER) or properties.get(
-                batch_wire.BATCH_HEADER.lower()):
+        properties = context.request_processor[0].get_request_properties()
+        if worker_headers.header(properties, batch_wire.BATCH_HEADER):
             answers = self._handle_batch(data, context)
         else:
             answers = super().handle(data, context)
         own = self._threads.after()
         if own:
             for index in range(len(answers)):
-                context.set_response_header(index, OWN_THREADS_HEADER.decode(), str(own))
+                context.set_response_header(index, worker_headers.OWN_THREADS, str(own))
         return answers
 
     def _handle_batch(self, data: list[dict[str, Any]], context: Any) -> list[Any]:

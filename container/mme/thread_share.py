@@ -6,8 +6,7 @@ code sets its own thread count keeps it: the worker notices the change, stops se
 the count, and says in each answer how many threads the model uses, so that the gateway
 can count them.
 
-Only the standard library is imported at module level: the gateway imports the header
-names from here, and it runs without torch.
+torch is imported where it is used: importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -15,17 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from mme import worker_headers
 
-THREADS_HEADER = b"X-Mme-Threads"  # request: the threads granted
-OWN_THREADS_HEADER = b"X-Mme-Own-Threads"  # answer: the threads the model set for itself
+logger = logging.getLogger(__name__)
 
 
 def granted_threads(context: Any) -> int | None:
     """The grant in the batch's first request, or None when there is none."""
-    properties = context.request_processor[0].get_request_properties() or {}
-    name = THREADS_HEADER.decode()
-    value = properties.get(name) or properties.get(name.lower())
+    value = worker_headers.header(context.request_processor[0].get_request_properties(),
+                                  worker_headers.THREADS)
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):

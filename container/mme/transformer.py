@@ -13,7 +13,7 @@ from mms.context import RequestProcessor
 from sagemaker_inference import content_types, utils
 from sagemaker_inference.transformer import Transformer
 
-from mme import batching
+from mme import batching, worker_headers
 from mme.batch_wire import Part
 from mme.errors import (
     BadRequestError,
@@ -28,7 +28,12 @@ logger = logging.getLogger(__name__)
 
 
 def _media_type(header: str | None) -> str | None:
-    return header.split(";", 1)[0].strip().lower() if header else header
+    # Parameters go (charset=utf-8 must not hide application/json from the defaults), but
+    # a multipart body cannot be read without its boundary.
+    if not header:
+        return header
+    media = header.split(";", 1)[0].strip().lower()
+    return header.strip() if media.startswith("multipart/") else media
 
 
 def error_body(status: int, message: str) -> str:
@@ -197,7 +202,9 @@ class ModelTransformer(Transformer):
             raise BadRequestError(
                 "the request has no body (form-encoded and multipart bodies are not supported)"
             )
-        content_type = _media_type(utils.retrieve_content_type_header(properties))
+        content_type = _media_type(
+            worker_headers.header(properties, worker_headers.ORIGINAL_CONTENT_TYPE)
+            or utils.retrieve_content_type_header(properties))
         accept = properties.get("Accept") or properties.get("accept")
         if not accept or accept == content_types.ANY:
             accept = self._environment.default_accept

@@ -339,3 +339,26 @@ def test_unload_answers_once_the_models_processes_are_gone(
         assert invoke(server, "cycled", b"[[1, 2, 3]]").status_code == 200, cycle
         assert requests.delete(f"{server.url}/models/cycled", timeout=TIMEOUT).status_code == 200
         assert processes_of(server, "cycled") == [], cycle  # no grace: UNLOAD promised it
+
+
+def test_form_and_multipart_bodies_reach_the_model_as_sent(
+    server: Any, models_root: Path
+) -> None:
+    # MMS alone decodes them into form parameters, and the model got no body at all.
+    code = {
+        "inference.py": """
+            import json
+            def model_fn(model_dir):
+                return None
+            def transform_fn(model, data, content_type, accept):
+                return json.dumps({"type": content_type, "body": data.decode()}), "application/json"
+        """
+    }
+    name = loaded(server, models_root, "forms", code, weights=False)
+    multipart = "multipart/form-data; boundary=x"
+    body = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n'
+    answer = invoke(server, name, body, multipart)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"type": multipart, "body": body.decode()}  # with its boundary
+    answer = invoke(server, name, b"a=1&b=2", "application/x-www-form-urlencoded")
+    assert answer.json() == {"type": "application/x-www-form-urlencoded", "body": "a=1&b=2"}

@@ -184,7 +184,6 @@ names = st.one_of(
 def test_odd_model_names_load_and_unload_or_are_refused(server: NativeServer, name: str) -> None:
     answer = requests.post(f"{server.url}/models", timeout=TIMEOUT,
                            json={"model_name": name, "url": server.model_url("echo")})
-    quoted = quote(name, safe="")
     if refused(name):
         assert answer.status_code == 400, answer.text
         assert_clean_error(answer)
@@ -192,6 +191,7 @@ def test_odd_model_names_load_and_unload_or_are_refused(server: NativeServer, na
         assert answer.status_code == 409, answer.text
     else:
         assert answer.status_code == 200, answer.text
+        quoted = quote(name, safe="")
         invoked = post(server, f"/models/{quoted}/invoke", b"{}",
                        {"Content-Type": "application/json"})
         assert invoked.status_code == 200, invoked.text

@@ -12,6 +12,7 @@ from mme.gateway.http import Request, Response, error_response
 from mme.gateway.management import Management
 from mme.gateway.scheduler import QueueFull, Scheduler
 from mme.gateway.upstream import Upstream, UpstreamError
+from mme.worker_headers import ORIGINAL_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ LISTEN_BACKLOG = 1024  # SageMaker wants a connection accepted within 250 ms
 STOP_TIMEOUT_S = 5.0
 LIST_ATTEMPTS = 3
 LIST_RETRY_S = 0.01
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 def model_of(path: str, suffix: str = "") -> str | None:
@@ -27,6 +29,22 @@ def model_of(path: str, suffix: str = "") -> str | None:
         return None
     name = path[len("/models/"): len(path) - len(suffix)]
     return name if name and "/" not in name else None
+
+
+def as_raw_body(request: Request) -> Request:
+    """``request``, with a form content type hidden from MMS.
+
+    MMS decodes form and multipart bodies into parameters, so that the model got no body
+    at all; MMS gets them as octet streams, and the worker puts the type back.
+    """
+    content_type = request.header(b"content-type") or b""
+    if content_type.split(b";")[0].strip().lower() not in FORM_TYPES:
+        return request
+    headers = [(k, v) for k, v in request.headers if k.lower() != b"content-type"]
+    return Request(request.method, request.target,
+                   [*headers, (b"Content-Type", b"application/octet-stream"),
+                    (ORIGINAL_CONTENT_TYPE.encode(), content_type)],
+                   request.body, request.keep_alive)
 
 
 class Gateway:
@@ -71,7 +89,7 @@ class Gateway:
         if method == "POST" and path == "/models":
             return await self._management.load(request)
         if method == "POST" and (name := model_of(path, "/invoke")):
-            return await self.scheduler.run(name, request)
+            return await self.scheduler.run(name, as_raw_body(request))
         if method == "DELETE" and (name := model_of(path)) is not None:
             return await self._management.unload(request, name)
         if method == "GET" and path == "/models":

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from mme import batch_wire
 from mme.gateway.http import HOP_BY_HOP, Request, Response
-from mme.thread_share import OWN_THREADS_HEADER, THREADS_HEADER
+from mme.worker_headers import OWN_THREADS, THREADS
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class Scheduler:
 
     async def _answer(self, name: str, model: _Model, batch: list[_Pending],
                       threads: int) -> None:
-        grant = [(THREADS_HEADER, b"%d" % threads)] if threads else []
+        grant = [(THREADS.encode(), b"%d" % threads)] if threads else []
         own = 0
         try:
             if len(batch) == 1:
@@ -240,8 +240,8 @@ class Scheduler:
         answer = await self._send(packed)
         if answer.header(b"content-type") != batch_wire.CONTENT_TYPE.encode():
             return [answer] * len(batch)  # MMS answered for all of them (404, Worker died...)
-        own = answer.header(OWN_THREADS_HEADER.lower())
-        extra = [(OWN_THREADS_HEADER, own)] if own else []
+        own = answer.header(OWN_THREADS.lower().encode())
+        extra = [(OWN_THREADS.encode(), own)] if own else []
         return [Response(part.status, [(k.encode("latin-1"), v.encode("latin-1"))
                                        for k, v in part.headers] + extra, part.body)
                 for part in batch_wire.decode(answer.body)]
@@ -253,8 +253,9 @@ def _text_headers(request: Request) -> list[tuple[str, str]]:
 
 
 def _own_threads(answer: Response) -> int:
-    value = answer.header(OWN_THREADS_HEADER.lower())
-    answer.headers = [(k, v) for k, v in answer.headers if k.lower() != OWN_THREADS_HEADER.lower()]
+    name = OWN_THREADS.lower().encode()
+    value = answer.header(name)
+    answer.headers = [(k, v) for k, v in answer.headers if k.lower() != name]
     try:
         return int(value) if value else 0
     except ValueError:

@@ -9,6 +9,8 @@ import httptools
 
 from mme.gateway.http import Headers, Request, Response, encode_request
 
+IDLE_CLOSE_S = 5.0
+
 
 class UpstreamError(ConnectionError):
     """MMS could not be reached, or closed the connection before it answered."""
@@ -20,6 +22,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._reply: asyncio.Future[Response] | None = None
         self._reset()
@@ -77,12 +80,17 @@ class _Connection(asyncio.Protocol):
 
 
 class Upstream:
-    """A pool of kept-alive connections to MMS at ``host:port``."""
+    """A pool of kept-alive connections to MMS at ``host:port``.
+
+    The pool grows to the most requests in flight at once; a connection idle for
+    ``IDLE_CLOSE_S`` is closed, so that a burst leaves no sockets behind for good.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._port = port
-        self._idle: list[_Connection] = []
+        self._idle: list[_Connection] = []  # the most recently used last
+        self._trimming: asyncio.TimerHandle | None = None
 
     async def send(self, request: Request) -> Response:
         """Send ``request`` to MMS and return its answer; UpstreamError if there is none.
@@ -101,6 +109,9 @@ class Upstream:
 
     def close(self) -> None:
         """Close the idle connections."""
+        if self._trimming is not None:
+            self._trimming.cancel()
+            self._trimming = None
         for connection in self._idle:
             if connection.transport:
                 connection.transport.close()
@@ -125,7 +136,23 @@ class Upstream:
     async def _exchange(self, connection: _Connection, data: bytes) -> Response:
         response = await connection.send(data)
         if response.keep_alive and not connection.lost:
+            connection.idle_since = asyncio.get_running_loop().time()
             self._idle.append(connection)
+            self._trim_later()
         elif connection.transport:
             connection.transport.close()
         return response
+
+    def _trim_later(self) -> None:
+        if self._trimming is None:
+            self._trimming = asyncio.get_running_loop().call_later(IDLE_CLOSE_S, self._trim)
+
+    def _trim(self) -> None:
+        self._trimming = None
+        cutoff = asyncio.get_running_loop().time() - IDLE_CLOSE_S
+        while self._idle and self._idle[0].idle_since <= cutoff:
+            connection = self._idle.pop(0)
+            if connection.transport:
+                connection.transport.close()
+        if self._idle:
+            self._trim_later()

@@ -223,12 +223,17 @@ class Scheduler:
             for pending in batch:
                 if not pending.answer.done():
                     pending.answer.set_exception(exc)
-        finally:
-            model.running -= 1
-            self.free += threads
-            if own:
-                model.own_threads = own
-            self._dispatch()
+        except asyncio.CancelledError:  # the server stops: nothing more is sent
+            self._give_back(model, threads, own)
+            raise
+        self._give_back(model, threads, own)
+        self._dispatch()
+
+    def _give_back(self, model: _Model, threads: int, own: int) -> None:
+        model.running -= 1
+        self.free += threads
+        if own:
+            model.own_threads = own
 
     async def _send_batch(self, batch: list[_Pending], grant: list[tuple[bytes, bytes]]
                           ) -> list[Response]:

@@ -1,4 +1,4 @@
-"""The gateway's scheduler in-process, against a stand-in for MMS whose answers the test releases."""
+"""The gateway's scheduler in-process, against a stand-in MMS whose answers the test releases."""
 
 from __future__ import annotations
 

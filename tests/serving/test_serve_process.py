@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -77,6 +78,20 @@ def test_sigterm_stops_everything_within_30_s(tmp_path: Path) -> None:
     assert "model server stopped" in log
     assert '"POST /models HTTP/1.1" 200' in log  # the access log works...
     assert "GET /ping" not in log  # ...but health checks, every few seconds, stay out of it
+
+
+def test_natively_the_server_listens_on_loopback_only(tmp_path: Path) -> None:
+    # Its management API loads any folder it is told to: not for the network to reach.
+    server = NativeServer(tmp_path / "models").start()
+    try:
+        assert server.process is not None
+        family = [psutil.Process(server.process.pid), *server.descendants()]
+        listening = [c.laddr for p in family for c in p.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert server.port in {address.port for address in listening}
+        assert all(_loopback(address.ip) for address in listening), listening
+    finally:
+        server.stop()
 
 
 def test_a_killed_server_leaves_nothing_running(tmp_path: Path) -> None:
@@ -167,6 +182,12 @@ def test_a_missing_handler_file_is_a_clear_failure(tmp_path: Path) -> None:
                         "SAGEMAKER_HANDLER": str(tmp_path / "nope.py:handle")})
     assert result.returncode == 1
     assert "handler service file not found" in result.stdout
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # Java binds ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
 
 
 def _base_env() -> dict[str, str]:

@@ -135,12 +135,15 @@ class ClientConnection(asyncio.Protocol):
                 self._transport.resume_reading()
             if isinstance(request, Response):
                 response, keep_alive = request, False
+            elif request.method == "HEAD":  # MMS's answer to a GET, without its body
+                response, keep_alive = await self._handler(request.as_get()), request.keep_alive
             else:
                 response, keep_alive = await self._handler(request), request.keep_alive
             transport = self._transport
             if transport is None or transport.is_closing():
                 return
-            transport.write(encode_response(response, keep_alive))
+            head = isinstance(request, Request) and request.method == "HEAD"
+            transport.write(encode_response(response, keep_alive, head))
             if not keep_alive:
                 transport.close()
                 return

@@ -50,6 +50,10 @@ class Request:
                 return value
         return None
 
+    def as_get(self) -> Request:
+        """This request as a GET (a HEAD's answer is a GET's without the body)."""
+        return Request("GET", self.target, self.headers, self.body, self.keep_alive)
+
     def with_headers(self, extra: Headers) -> Request:
         """This request with ``extra`` headers added."""
         return Request(self.method, self.target, self.headers + extra, self.body,
@@ -100,14 +104,14 @@ def encode_request(request: Request) -> bytes:
     return b"".join(head) + request.body
 
 
-def encode_response(response: Response, keep_alive: bool) -> bytes:
-    """``response`` as bytes for the client."""
+def encode_response(response: Response, keep_alive: bool, head: bool = False) -> bytes:
+    """``response`` as bytes for the client (``head``: the answer to a HEAD, without body)."""
     reason = response.reason or _phrase(response.status)
-    head = [b"HTTP/1.1 %d " % response.status + reason + b"\r\n",
+    lines = [b"HTTP/1.1 %d " % response.status + reason + b"\r\n",
             *_end_to_end(response.headers),
             b"Content-Length: %d\r\n" % len(response.body),
             b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"]
-    return b"".join(head) + response.body
+    return b"".join(lines) + (b"" if head else response.body)
 
 
 def _phrase(status: int) -> bytes:

@@ -148,7 +148,7 @@ class Scheduler:
             if model.waiting:
                 self._turns.append(name)
             task = asyncio.get_running_loop().create_task(
-                self._answer(name, model, batch, threads))
+                self._answer(model, batch, threads))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
@@ -206,8 +206,7 @@ class Scheduler:
 
     # Sending
 
-    async def _answer(self, name: str, model: _Model, batch: list[_Pending],
-                      threads: int) -> None:
+    async def _answer(self, model: _Model, batch: list[_Pending], threads: int) -> None:
         grant = [(THREADS.encode(), b"%d" % threads)] if threads else []
         own = 0
         try:

@@ -370,7 +370,7 @@ def test_a_model_whose_load_failed_is_fetched_again(
     assert (metrics["Invocation5XXErrors_sum"], metrics["Invocation5XXErrors_count"]) == (1, 2)
 
 
-def test_mme_invoke_needs_no_credentials_against_the_local_endpoint(
+def test_mme_invoke_needs_no_credentials_nor_region_against_the_local_endpoint(
         make_endpoint: MakeEndpoint, tmp_path: Path) -> None:
     endpoint = make_endpoint(["a.tar.gz"])
     body = tmp_path / "body.json"
@@ -383,7 +383,7 @@ def test_mme_invoke_needs_no_credentials_against_the_local_endpoint(
 
     result = subprocess.run(
         [sys.executable, "-m", "mme.cli", "invoke", NAME, "--endpoint-url", endpoint.url,
-         "--region", "us-east-1", "--target-model", "a.tar.gz",
+         "--target-model", "a.tar.gz",
          "--content-type", "application/json", "--body", str(body)],
         env=env, capture_output=True, text=True, timeout=120)
 

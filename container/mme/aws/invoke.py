@@ -7,10 +7,8 @@ while it goes on loading; AWS's advice is a 70 s read timeout and retries. botoc
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
@@ -18,7 +16,7 @@ from botocore.handlers import disable_signing
 
 from mme.aws.errors import DeployCommandError, ModelInvocationError, UsageError
 from mme.aws.model_store import check_target_model
-from mme.aws.session import Client
+from mme.aws.session import Client, is_loopback
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's limit; botocore does not check it
 READ_TIMEOUT_S = 70  # SageMaker answers within 60 s; AWS recommends 70 s on the client
@@ -82,21 +80,13 @@ def runtime_config(retries: int = DEFAULT_RETRIES) -> Config:
     return Config(read_timeout=READ_TIMEOUT_S, retries={"mode": "legacy", "max_attempts": retries})
 
 
-def _is_loopback(url: str | None) -> bool:
-    host = urlsplit(url or "").hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _invoke_endpoint(runtime: Client, parameters: dict[str, object]) -> Any:
     """InvokeEndpoint, signed; unsigned when no credentials are found and the URL is a
     loopback one (`mme endpoint` checks no signature, so no AWS account is needed there)."""
     try:
         return runtime.invoke_endpoint(**parameters)
     except NoCredentialsError:
-        if not _is_loopback(runtime.meta.endpoint_url):
+        if not is_loopback(runtime.meta.endpoint_url):
             raise
     runtime.meta.events.register_first("choose-signer", disable_signing)
     return runtime.invoke_endpoint(**parameters)

@@ -6,9 +6,11 @@ AWS_ENDPOINT_URL_<SERVICE>), so nothing here reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -19,6 +21,7 @@ Client = Any
 # The `mme` command logs to stdout, and `mme invoke` writes the response body there: keep
 # botocore's INFO chatter ("Found credentials in environment variables.") out of it.
 QUIET_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3")
+LOCAL_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,23 @@ class AwsTarget:
     endpoint_url: str | None = None
 
     def client(self, service: str, config: Config | None = None) -> Client:
-        """A boto3 client for ``service`` (e.g. "sagemaker", "s3") aimed at this target."""
+        """A boto3 client for ``service`` (e.g. "sagemaker", "s3") aimed at this target.
+
+        A local endpoint (a loopback ``endpoint_url``) needs no region: any will do there.
+        """
         session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        return session.client(service, endpoint_url=self.endpoint_url, config=config)
+        region = session.region_name or (LOCAL_REGION if is_loopback(self.endpoint_url) else None)
+        return session.client(service, endpoint_url=self.endpoint_url, config=config,
+                              region_name=region)
+
+
+def is_loopback(url: str | None) -> bool:
+    """Whether ``url`` points at this host (`mme endpoint`, moto)."""
+    host = urlsplit(url or "").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def quiet_aws_loggers() -> None:

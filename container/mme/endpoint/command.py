@@ -21,6 +21,7 @@ from mme.endpoint.errors import EndpointError
 from mme.endpoint.extraction import ExtractionLimits
 from mme.endpoint.metrics import Metrics
 from mme.endpoint.registry import ModelRegistry, RegistryConfig, clean_models_root
+from mme.packaging import EXAMPLES
 from mme.ports import free_port
 from mme.settings import MIB
 
@@ -165,7 +166,8 @@ def _registry(args: argparse.Namespace, store: ArtifactStore, container: Contain
 def _hints(url: str, name: str, examples: list[str]) -> str:
     """A ready curl line and boto3 snippet for the first model found under the prefix."""
     target = examples[0] if examples else "model.tar.gz"
-    image = "resnet" in target.lower()
+    # The examples that `mme package` builds take images; for any other model, JSON.
+    image = target.removesuffix(".tar.gz") in EXAMPLES
     content_type = "application/x-image" if image else "application/json"
     data = "@image.jpg" if image else "@request.json"
     available = ", ".join(examples) if examples else "none found yet"

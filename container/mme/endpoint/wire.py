@@ -42,16 +42,6 @@ class Route:
     endpoint_name: str | None = None
 
 
-@dataclass(frozen=True)
-class InvokeRequest:
-    """A validated InvokeEndpoint call."""
-
-    endpoint_name: str
-    target_model: str
-    body: bytes
-    forwarded: Mapping[str, str]
-
-
 @dataclass
 class Response:
     """An HTTP answer: status, headers and body."""

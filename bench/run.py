@@ -19,14 +19,23 @@ from typing import Any
 
 from bench import models, report
 from bench.floor import InProcess
-from bench.scenarios import JPEG, JSON, Payload, cold_load, memory_budget, throughput, warm_latency
-from bench.server import BenchServer
+from bench.rounds import interleaved
+from bench.scenarios import (
+    JPEG,
+    JSON,
+    Payload,
+    cold_load,
+    memory_budget,
+    throughput,
+    warm_latency,
+    warm_up_jit,
+)
+from bench.server import mme_serve
 from bench.stats import summary
 from tests.model_builders import jpeg_bytes
 
 MODES = ("stock", "prefork")
 CLIENTS = (1, 4, 16)
-JIT_WARM_UP_REQUESTS = 2000
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
         "are noisy; ratios within one run compare like with like.")
@@ -70,7 +79,7 @@ def _cold_rounds(args: argparse.Namespace, root: Path, urls: dict[str, Path],
         m: {"start": [], "cold": {v: [] for v in variants}} for m in MODES}
     for rep in range(args.repetitions):
         for mode in MODES:
-            server = BenchServer(mode, root / "models", root, f"cold-{rep}")
+            server = mme_serve(mode, root / "models", root, f"cold-{rep}")
             try:
                 raw[mode]["start"].append(server.start())
                 for variant in variants:
@@ -93,17 +102,14 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
     """Warm latency and throughput with both servers up, taking turns request by request
     (latency) or run by run (throughput), so that a busy machine slows both alike."""
     noop = Payload(b'{"ping": 1}', JSON)
-    servers = {mode: BenchServer(mode, root / "models", root, "steady") for mode in MODES}
+    servers = {mode: mme_serve(mode, root / "models", root, "steady") for mode in MODES}
     try:
         for server in servers.values():
             server.start()
             server.load("r18", urls["resnet_18 torchscript"])
             server.load("noop", urls["noop"])
         for server in servers.values():
-            # Java compiles MMS's request path only after some thousand requests: before
-            # that each request costs milliseconds more than it will for the rest of its life.
-            for _ in range(JIT_WARM_UP_REQUESTS):
-                server.invoke("noop", noop.body, noop.content_type)
+            warm_up_jit(server, "noop", noop)
         floor = InProcess(urls["resnet_18 torchscript"], image.body, image.content_type)
         targets = {mode: partial(server.invoke, "r18", image.body, image.content_type)
                    for mode, server in servers.items()}
@@ -113,14 +119,11 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
             for mode in MODES:
                 runs[mode][model] = []
             for clients in CLIENTS:
-                rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-                for turn in range(THROUGHPUT_ROUNDS):
-                    # Who goes first alternates, so that neither mode always follows the other.
-                    for mode in MODES if turn % 2 == 0 else MODES[::-1]:
-                        rounds[mode].append(
-                            throughput(servers[mode], name, payload, clients, args.seconds))
+                medians = interleaved(
+                    {mode: partial(throughput, servers[mode], [name], payload, clients,
+                                   args.seconds) for mode in MODES}, THROUGHPUT_ROUNDS)
                 for mode in MODES:
-                    runs[mode][model].append(_median_run(rounds[mode]))
+                    runs[mode][model].append(medians[mode])
     finally:
         for server in servers.values():
             server.stop()
@@ -128,15 +131,9 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
             **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES}}
 
 
-def _median_run(rounds: list[dict[str, float]]) -> dict[str, Any]:
-    """The round with the median throughput (its latencies with it), and every round's rps."""
-    ranked = sorted(rounds, key=lambda run: run["rps"])
-    return {**ranked[len(ranked) // 2], "rounds_rps": [run["rps"] for run in rounds]}
-
-
 def _memory(args: argparse.Namespace, root: Path, url: Path, image: Payload,
             mode: str) -> dict[str, Any]:
-    server = BenchServer(mode, root / "models", root, "memory")
+    server = mme_serve(mode, root / "models", root, "memory")
     try:
         server.start()
         budget = memory_budget(server, url, image, args.budget_mib, args.max_models)

@@ -1,6 +1,6 @@
 # The benchmark. The main Makefile includes this file (after $(STAMP) and $(BIN) are set).
 #
-#   make bench                       both benchmarks, side by side, about 12 minutes on 2 cores
+#   make bench                       both benchmarks, about 10 minutes on a quiet 2-core machine
 #   make bench BENCH_FLAGS="--only traffic --seconds 3 --rounds 1"   MME traffic only, quickly
 #   make bench BENCH_FLAGS="--only workers --skip-resnet-152 --seconds 2"   workers only
 #   make bench BENCH_BASELINE=old/mme-traffic.json   judge "no worse than today" against it

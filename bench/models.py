@@ -12,6 +12,8 @@ import torchvision
 from mme.packaging import EXAMPLES, build_example
 
 EXAMPLE_CODE = Path(__file__).resolve().parents[1] / "code" / "image_classifier"
+# TorchScript optimises a model's graph during its first runs: calls before measuring.
+TORCHSCRIPT_WARM_UP_CALLS = 3
 
 # The example's code, imported under another name by a model_fn that loads a state_dict:
 # the same pre- and post-processing as the TorchScript variant.

@@ -1,4 +1,4 @@
-"""bench/results: latency.png and memory.png, drawn with Pillow (already a dependency).
+"""bench/results: latency.png, memory.png and mme-traffic.png, drawn with Pillow.
 
 Each picture stacks panels; a panel is a horizontal bar chart with its own scale, one
 row per measurement and one bar per mode, with the value written after each bar.
@@ -19,7 +19,12 @@ BAR_HEIGHT = 16
 ROW_GAP = 10
 TITLE_HEIGHT = 34
 LEGEND_HEIGHT = 30
-COLOURS = {"stock": (214, 96, 77), "prefork": (67, 147, 195), "floor": (140, 140, 140)}
+# Keyed by what the legend says. The stock stack is drawn as stock workers are, and
+# `mme serve` as prefork (its default), so the pictures read alike.
+COLOURS = {"stock": (214, 96, 77), "prefork": (67, 147, 195),
+           "stock stack": (214, 96, 77), "mme serve": (67, 147, 195),
+           "baseline": (116, 173, 120), "floor": (140, 140, 140)}
+TRAFFIC_LEGEND = {"stock": "stock stack", "ours": "mme serve"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,33 @@ def memory_panels(results: dict[str, Any]) -> list[Panel]:
                _by_mode(results, lambda m: m["memory"]["models_in_budget"]))]
     return [Panel("Private and proportional memory", "MiB", per_model + fixed),
             Panel("Models loaded before the budget is reached", "models", fitted)]
+
+
+def _traffic_row(results: dict[str, Any], key: str) -> tuple[str, dict[str, float]]:
+    shape = results["shapes"][key]
+    metric = shape["metric"]
+    values = {label: float(shape[stack][metric]) for stack, label in TRAFFIC_LEGEND.items()}
+    baseline = (results.get("baseline") or {}).get("shapes", {}).get(key)
+    if baseline:
+        values["baseline"] = float(baseline["ours"])
+    return shape["label"], values
+
+
+def traffic_panels(results: dict[str, Any]) -> list[Panel]:
+    """MME traffic: throughput per shape and the parallel floor; sequential p50 and its floor."""
+    shapes = results["shapes"]
+    floors = results["floors"]
+    rps = [_traffic_row(results, key) for key, shape in shapes.items()
+           if shape["metric"] == "rps"]
+    if "parallel" in floors:
+        rps.append((f"floor: {floors['parallel']['processes']} x 1-thread processes",
+                    {"floor": float(floors["parallel"]["rps"])}))
+    p50 = [_traffic_row(results, key) for key, shape in shapes.items()
+           if shape["metric"] == "p50_ms"]
+    if p50 and "sequential" in floors:
+        p50[0][1]["floor"] = float(floors["sequential"]["p50_ms"])
+    return [Panel("Throughput, 16 keep-alive clients (higher is better)", "req/s", rps),
+            Panel("Sequential latency p50, one client (lower is better)", "ms", p50)]
 
 
 def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,29 @@ def machine() -> dict[str, Any]:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(), "torch": torch.__version__,
             "kernel": platform.release(), "load_average_at_start": os.getloadavg()}
+
+
+def revision() -> str:
+    """The source's git commit, with ``+changes`` when the work tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return f"{commit}+changes" if changed.strip() else commit
+
+
+# Variables that change how either stack runs its workers; a run records those it found set.
+ENVIRONMENT_PREFIXES = ("MME_", "SAGEMAKER_", "OMP_", "MKL_", "KMP_", "GOMP_", "TORCH_")
+
+
+def environment() -> dict[str, str]:
+    """The variables of this environment that the servers under test inherit and read."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith(ENVIRONMENT_PREFIXES)}
 
 
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -1,9 +1,17 @@
-"""`make bench`: stock MMS workers against pre-forked workers, side by side, in one run.
+"""`make bench`: two benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
 
-    python -m bench.run [--repetitions 3] [--out bench/results] [--budget-mib 3072]
+    python -m bench.run [--only workers|traffic] [--out bench/results] [--seconds 4]
+                        [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
 
-Servers of both modes run one after the other, interleaved per repetition, so that a
-busy machine slows both alike; all traffic goes to 127.0.0.1.
+workers: `mme serve` with MMS's stock workers against pre-forked ones: cold LOADs, warm
+  latency, throughput, memory (results.json, results.md, latency.png, memory.png).
+traffic: the traffic MME is for, for the stock stack as users run it (the SageMaker
+  Inference Toolkit's start_model_server) and for `mme serve` with its defaults: 1, 2, 4
+  and 8 models under 16 keep-alive clients, one model with 2 workers, sequential p50;
+  with the in-process floors (mme-traffic.json, .md, .png; see bench/traffic.py).
+
+Servers that are compared run at the same time and take turns, so that a busy machine
+slows both alike. Goals are printed, pass or fail; the run never fails on them.
 """
 
 from __future__ import annotations
@@ -13,20 +21,33 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import models, report
+from bench import models, report, traffic, traffic_report
 from bench.floor import InProcess
-from bench.scenarios import JPEG, JSON, Payload, cold_load, memory_budget, throughput, warm_latency
-from bench.server import BenchServer
+from bench.rounds import interleaved
+from bench.scenarios import (
+    JPEG,
+    JSON,
+    Payload,
+    cold_load,
+    memory_budget,
+    throughput,
+    warm_latency,
+    warm_up_jit,
+)
+from bench.server import mme_serve
+from bench.signals import exit_on_sigterm
 from bench.stats import summary
+from bench.traffic import TrafficOptions
 from tests.model_builders import jpeg_bytes
 
 MODES = ("stock", "prefork")
+PARTS = ("workers", "traffic")
 CLIENTS = (1, 4, 16)
-JIT_WARM_UP_REQUESTS = 2000
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
         "are noisy; ratios within one run compare like with like.")
@@ -35,19 +56,34 @@ NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolut
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=PARTS, default=None,
+                        help="run one benchmark only (default: both)")
     parser.add_argument("--repetitions", type=int, default=3,
-                        help="server starts and cold LOADs per mode and model (default 3)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+                        help="workers: server starts and cold LOADs per mode and model (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"),
+                        help="where the results go (default bench/results)")
     parser.add_argument("--budget-mib", type=float, default=3072.0,
-                        help="USS budget for counting loaded ResNet-18s (default 3072)")
+                        help="workers: USS budget for counting loaded ResNet-18s (default 3072)")
     parser.add_argument("--max-models", type=int, default=40,
-                        help="stop loading ResNet-18s at this many (default 40)")
+                        help="workers: stop loading ResNet-18s at this many (default 40)")
     parser.add_argument("--warm-requests", type=int, default=200,
-                        help="sequential requests per target for warm latency (default 200)")
+                        help="sequential requests per target for warm latency and the "
+                             "sequential p50 (default 200)")
     parser.add_argument("--seconds", type=float, default=4.0,
-                        help="length of each throughput run (default 4)")
-    parser.add_argument("--skip-resnet-152", action="store_true", help="for a quick run")
-    return parser.parse_args(argv)
+                        help="length of each throughput run, both benchmarks (default 4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="traffic: rounds per shape and stack; the median is reported "
+                             "(default 3)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="traffic: a previous mme-traffic.json to compare ours with "
+                             "(\"today\"); read at start, so it may be the file this run "
+                             "replaces")
+    parser.add_argument("--skip-resnet-152", action="store_true",
+                        help="workers: leave ResNet-152 out, for a quick run")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.rounds < 1 or args.warm_requests < 1:
+        parser.error("--seconds must be positive, --rounds and --warm-requests at least 1")
+    return args
 
 
 def _build_models(root: Path, skip_152: bool) -> dict[str, Path]:
@@ -70,7 +106,7 @@ def _cold_rounds(args: argparse.Namespace, root: Path, urls: dict[str, Path],
         m: {"start": [], "cold": {v: [] for v in variants}} for m in MODES}
     for rep in range(args.repetitions):
         for mode in MODES:
-            server = BenchServer(mode, root / "models", root, f"cold-{rep}")
+            server = mme_serve(mode, root / "models", root, f"cold-{rep}")
             try:
                 raw[mode]["start"].append(server.start())
                 for variant in variants:
@@ -93,17 +129,14 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
     """Warm latency and throughput with both servers up, taking turns request by request
     (latency) or run by run (throughput), so that a busy machine slows both alike."""
     noop = Payload(b'{"ping": 1}', JSON)
-    servers = {mode: BenchServer(mode, root / "models", root, "steady") for mode in MODES}
+    servers = {mode: mme_serve(mode, root / "models", root, "steady") for mode in MODES}
     try:
         for server in servers.values():
             server.start()
             server.load("r18", urls["resnet_18 torchscript"])
             server.load("noop", urls["noop"])
         for server in servers.values():
-            # Java compiles MMS's request path only after some thousand requests: before
-            # that each request costs milliseconds more than it will for the rest of its life.
-            for _ in range(JIT_WARM_UP_REQUESTS):
-                server.invoke("noop", noop.body, noop.content_type)
+            warm_up_jit(server, "noop", noop)
         floor = InProcess(urls["resnet_18 torchscript"], image.body, image.content_type)
         targets = {mode: partial(server.invoke, "r18", image.body, image.content_type)
                    for mode, server in servers.items()}
@@ -113,14 +146,11 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
             for mode in MODES:
                 runs[mode][model] = []
             for clients in CLIENTS:
-                rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-                for turn in range(THROUGHPUT_ROUNDS):
-                    # Who goes first alternates, so that neither mode always follows the other.
-                    for mode in MODES if turn % 2 == 0 else MODES[::-1]:
-                        rounds[mode].append(
-                            throughput(servers[mode], name, payload, clients, args.seconds))
+                medians = interleaved(
+                    {mode: partial(throughput, servers[mode], [name], payload, clients,
+                                   args.seconds) for mode in MODES}, THROUGHPUT_ROUNDS)
                 for mode in MODES:
-                    runs[mode][model].append(_median_run(rounds[mode]))
+                    runs[mode][model].append(medians[mode])
     finally:
         for server in servers.values():
             server.stop()
@@ -128,15 +158,9 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
             **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES}}
 
 
-def _median_run(rounds: list[dict[str, float]]) -> dict[str, Any]:
-    """The round with the median throughput (its latencies with it), and every round's rps."""
-    ranked = sorted(rounds, key=lambda run: run["rps"])
-    return {**ranked[len(ranked) // 2], "rounds_rps": [run["rps"] for run in rounds]}
-
-
 def _memory(args: argparse.Namespace, root: Path, url: Path, image: Payload,
             mode: str) -> dict[str, Any]:
-    server = BenchServer(mode, root / "models", root, "memory")
+    server = mme_serve(mode, root / "models", root, "memory")
     try:
         server.start()
         budget = memory_budget(server, url, image, args.budget_mib, args.max_models)
@@ -159,33 +183,66 @@ def _memory_summary(budget: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every measurement for both modes; write bench/results/ (JSON, Markdown, PNG)."""
-    args = _arguments(argv)
+def _worker_modes(args: argparse.Namespace, root: Path, urls: dict[str, Path],
+                  image: Payload) -> list[Path]:
+    """Stock against pre-forked workers; write results.json, .md and the PNGs."""
     started = time.monotonic()
-    image = Payload(jpeg_bytes(), JPEG)
     results: dict[str, Any] = {"machine": report.machine(), "repetitions": args.repetitions,
                                "budget_mib": args.budget_mib, "note": NOTE}
+    results["variants"] = [v for v in urls if v != "noop"]
+    print("cold starts ...", flush=True)
+    cold = _cold_rounds(args, root, urls, image)
+    print("warm latency and throughput ...", flush=True)
+    steady = _steady(args, root, urls, image)
+    results["floor"] = steady["floor"]
+    modes: dict[str, Any] = {}
+    for mode in MODES:
+        print(f"memory, {mode} ...", flush=True)
+        modes[mode] = {**cold[mode], **steady[mode],
+                       **_memory(args, root, urls["resnet_18 torchscript"], image, mode)}
+    results["modes"] = modes
+    results["seconds"] = time.monotonic() - started
+    return report.write(results, args.out)
+
+
+def _traffic(args: argparse.Namespace, root: Path, urls: dict[str, Path], image: Payload,
+             baseline: dict[str, Any] | None) -> list[Path]:
+    """The MME traffic shapes, stock stack against ours; write mme-traffic.json, .md, .png."""
+    started = time.monotonic()
+    options = TrafficOptions(args.seconds, args.rounds, args.warm_requests)
+    measured = traffic.measure(options, root,
+                               traffic.Models(urls["resnet_18 torchscript"], urls["noop"], image))
+    results = {"kind": traffic_report.KIND, "machine": report.machine(),
+               "revision": report.revision(), "environment": report.environment(),
+               "options": asdict(options), **measured, "seconds": time.monotonic() - started,
+               "note": NOTE}
+    return traffic_report.write(traffic_report.finish(results, baseline), args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks (both, or ``--only`` one); write bench/results/ (JSON, Markdown, PNG)."""
+    args = _arguments(argv)
+    # SIGTERM (a timeout, a kill) ends the run through the finally blocks that stop servers.
+    exit_on_sigterm()
+    try:
+        baseline = traffic_report.load_baseline(args.baseline) if args.baseline else None
+    except ValueError as exc:
+        print(f"python -m bench.run: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    image = Payload(jpeg_bytes(), JPEG)
+    written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="mme-bench-") as temp:
         root = Path(temp)
         root.chmod(0o755)
-        urls = _build_models(root, args.skip_resnet_152)
-        results["variants"] = [v for v in urls if v != "noop"]
-        print("cold starts ...", flush=True)
-        cold = _cold_rounds(args, root, urls, image)
-        print("warm latency and throughput ...", flush=True)
-        steady = _steady(args, root, urls, image)
-        results["floor"] = steady["floor"]
-        modes: dict[str, Any] = {}
-        for mode in MODES:
-            print(f"memory, {mode} ...", flush=True)
-            modes[mode] = {**cold[mode], **steady[mode],
-                           **_memory(args, root, urls["resnet_18 torchscript"], image, mode)}
-        results["modes"] = modes
-    results["seconds"] = time.monotonic() - started
-    written = report.write(results, args.out)
-    print(written[1].read_text())
-    print(f"wrote {', '.join(map(str, written))} in {results['seconds']:.0f} s")
+        urls = _build_models(root, args.skip_resnet_152 or args.only == "traffic")
+        if args.only in (None, "workers"):
+            written += _worker_modes(args, root, urls, image)
+            print(written[1].read_text())
+        if args.only in (None, "traffic"):
+            written += _traffic(args, root, urls, image, baseline)
+            print(written[-2].read_text())
+    print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")
     return 0
 
 

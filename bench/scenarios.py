@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from bench.memory import memory_mib, wait_gone
+from bench.models import TORCHSCRIPT_WARM_UP_CALLS
 from bench.server import BenchServer
 from bench.stats import latency
 
@@ -19,6 +20,9 @@ JPEG = "image/jpeg"
 JSON = "application/json"
 UNLOAD_GONE_S = 30.0
 BLOCK = 10
+# Java compiles MMS's request path only after some thousand requests: before that each
+# request costs milliseconds more than it will for the rest of the server's life.
+JIT_WARM_UP_REQUESTS = 2000
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,8 @@ def warm_latency(targets: dict[str, Callable[[], float]],
     threads still spin).
     """
     for call in targets.values():
-        for _ in range(3):
-            call()  # warm-up: TorchScript optimises during its first runs
+        for _ in range(TORCHSCRIPT_WARM_UP_CALLS):
+            call()
     timings: dict[str, list[float]] = {label: [] for label in targets}
     for _ in range(0, count, BLOCK):
         for label, call in targets.items():
@@ -56,9 +60,21 @@ def warm_latency(targets: dict[str, Callable[[], float]],
     return {label: latency(values) for label, values in timings.items()}
 
 
-def throughput(server: BenchServer, name: str, payload: Payload, clients: int,
-               duration_s: float) -> dict[str, float]:
-    """Requests per second and latency with ``clients`` concurrent clients for ``duration_s``."""
+def warm_up_jit(server: BenchServer, name: str, payload: Payload,
+                requests_count: int = JIT_WARM_UP_REQUESTS) -> None:
+    """Invoke ``name`` ``requests_count`` times, so that Java has compiled the request path."""
+    with requests.Session() as session:
+        for _ in range(requests_count):
+            server.invoke(name, payload.body, payload.content_type, session)
+
+
+def throughput(server: BenchServer, names: Sequence[str], payload: Payload, clients: int,
+               duration_s: float) -> dict[str, Any]:
+    """Requests per second and latency with ``clients`` keep-alive clients for ``duration_s``.
+
+    Client ``i`` invokes model ``names[i % len(names)]``, so the clients are spread evenly
+    over the models; ``per_model_rps`` says how evenly each model was served.
+    """
     timings: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []
     deadline = time.monotonic() + duration_s
@@ -67,7 +83,7 @@ def throughput(server: BenchServer, name: str, payload: Payload, clients: int,
         with requests.Session() as session:
             try:
                 while time.monotonic() < deadline:
-                    timings[index].append(server.invoke(name, payload.body,
+                    timings[index].append(server.invoke(names[index % len(names)], payload.body,
                                                         payload.content_type, session))
             except Exception as exc:  # reported after the run, not lost in a thread
                 errors.append(exc)
@@ -82,7 +98,10 @@ def throughput(server: BenchServer, name: str, payload: Payload, clients: int,
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]}")
     done = [t for per_client in timings for t in per_client]
-    return {"clients": clients, "rps": len(done) / elapsed, **latency(done)}
+    per_model = [sum(len(timings[i]) for i in range(index, clients, len(names))) / elapsed
+                 for index in range(len(names))]
+    return {"clients": clients, "models": len(names), "rps": len(done) / elapsed,
+            **latency(done), "per_model_rps": per_model}
 
 
 def memory_budget(server: BenchServer, url: Path, payload: Payload, budget_mib: float,

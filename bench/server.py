@@ -1,10 +1,11 @@
-"""One `mme serve` under test, in one worker mode, driven over loopback HTTP."""
+"""One model server under test, driven over loopback HTTP: `mme serve` or the stock stack."""
 
 from __future__ import annotations
 
 import itertools
 import time
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 import requests
@@ -16,13 +17,35 @@ TIMEOUT_S = 300
 READY_LINE = "the model server is healthy on"
 
 
-class BenchServer:
-    """`mme serve` with ``MME_WORKER_MODE=mode``; times its start and each request."""
+class ServerProcess(Protocol):
+    """What BenchServer needs of a server's process (NativeServer has it)."""
 
-    def __init__(self, mode: str, models_root: Path, log_dir: Path, tag: str) -> None:
+    url: str
+
+    def start(self, timeout_s: float) -> object:
+        """Start the server; return once ``/ping`` answers."""
+
+    def stop(self) -> int:
+        """Stop the server and everything it started; its exit code."""
+
+    def log(self) -> str:
+        """What the server printed so far."""
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every live process started under the server."""
+
+
+class BenchServer:
+    """A server under test; times its start and each request.
+
+    ``ready_line``: what the server logs once it is ready after ``/ping`` (None: ``/ping``
+    is enough).
+    """
+
+    def __init__(self, mode: str, process: ServerProcess, ready_line: str | None) -> None:
         self.mode = mode
-        self.native = NativeServer(models_root, env={"MME_WORKER_MODE": mode},
-                                   log_path=log_dir / f"serve-{mode}-{tag}.log")
+        self.native = process
+        self.ready_line = ready_line
         self.session = requests.Session()
 
     @property
@@ -31,19 +54,19 @@ class BenchServer:
         return self.native.url
 
     def start(self) -> dict[str, float]:
-        """Start; seconds to MMS's /ping and to `mme serve` reporting itself ready."""
+        """Start; seconds to MMS's /ping and to the server reporting itself ready."""
         started = time.monotonic()
         self.native.start(timeout_s=TIMEOUT_S)
         ping_s = time.monotonic() - started
         deadline = started + TIMEOUT_S
-        while READY_LINE not in self.native.log():
+        while self.ready_line is not None and self.ready_line not in self.native.log():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.mode} server never logged {READY_LINE!r}")
+                raise TimeoutError(f"{self.mode} server never logged {self.ready_line!r}")
             time.sleep(0.02)
         return {"ping_s": ping_s, "ready_s": time.monotonic() - started}
 
     def stop(self) -> None:
-        """SIGTERM the server (it stops everything it started)."""
+        """Stop the server (it stops everything it started)."""
         self.session.close()
         self.native.stop()
 
@@ -85,6 +108,19 @@ class BenchServer:
     def fixed_processes(self) -> list[psutil.Process]:
         """The processes every server has, loaded models or not (Java; the zygote)."""
         return [p for p in self.native.descendants() if not _serves(p, None)]
+
+
+def mme_serve(mode: str | None, models_root: Path, log_dir: Path, tag: str,
+              env: dict[str, str] | None = None) -> BenchServer:
+    """`mme serve` with ``MME_WORKER_MODE=mode`` (None: its default) and ``env``.
+
+    Its log goes to ``log_dir``.
+    """
+    label = mode or "mme serve"
+    mode_env = {"MME_WORKER_MODE": mode} if mode else {}
+    native = NativeServer(models_root, env={**mode_env, **(env or {})},
+                          log_path=log_dir / f"serve-{label.replace(' ', '-')}-{tag}.log")
+    return BenchServer(label, native, READY_LINE)
 
 
 def _serves(process: psutil.Process, name: str | None) -> bool:

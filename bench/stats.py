@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -22,3 +23,13 @@ def latency(values: list[float]) -> dict[str, float]:
     """p50 and p99 in milliseconds, and the count."""
     return {"p50_ms": percentile(values, 0.50) * 1000, "p99_ms": percentile(values, 0.99) * 1000,
             "n": len(values)}
+
+
+def median_run(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median ``rps`` (its latencies with it), and every round's rps.
+
+    A whole round is kept rather than medians of each number, so that the req/s and the
+    latencies reported belong together.
+    """
+    ranked = sorted(rounds, key=lambda run: run["rps"])
+    return {**ranked[len(ranked) // 2], "rounds_rps": [run["rps"] for run in rounds]}

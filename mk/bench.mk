@@ -1,16 +1,21 @@
 # The benchmark. The main Makefile includes this file (after $(STAMP) and $(BIN) are set).
 #
-#   make bench                       stock vs prefork workers, side by side, a few minutes
+#   make bench                       both benchmarks, about 10 minutes on a quiet 2-core machine
+#   make bench BENCH_FLAGS="--only traffic --seconds 3 --rounds 1"   MME traffic only, quickly
+#   make bench BENCH_FLAGS="--only workers --skip-resnet-152 --seconds 2"   workers only
+#   make bench BENCH_BASELINE=old/mme-traffic.json   judge "no worse than today" against it
 #   make bench BENCH_REPETITIONS=5   more repetitions of the cold-start measurements
-#   make bench BENCH_FLAGS="--skip-resnet-152 --seconds 2"   a quicker run
 #
-# Results: bench/results/results.json, results.md, latency.png and memory.png (bench/run.py).
+# Results (bench/run.py): bench/results/results.json, results.md, latency.png and memory.png
+# (stock vs pre-forked workers); mme-traffic.json, .md and .png (the stock stack vs ours).
 
 BENCH_REPETITIONS ?= 3
 BENCH_OUT ?= bench/results
+BENCH_BASELINE ?=
 BENCH_FLAGS ?=
 
 .PHONY: bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --repetitions $(BENCH_REPETITIONS) --out $(BENCH_OUT) $(BENCH_FLAGS)
+	$(BIN)/python -m bench.run --repetitions $(BENCH_REPETITIONS) --out $(BENCH_OUT) \
+		$(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) $(BENCH_FLAGS)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mme.aws import autoscaling, deployment, errors, invoke, model_store, teardown
-from mme.aws.session import AwsTarget, quiet_aws_loggers
+from mme.aws.session import LOCAL_REGION, AwsTarget, quiet_aws_loggers
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -335,7 +335,9 @@ def _invoke(args: argparse.Namespace) -> int:
         target_variant=args.target_variant,
     )
     request.validate()
-    runtime = _target(args).client("sagemaker-runtime", config=invoke.runtime_config(args.retries))
+    target = _target(args)
+    runtime = target.client("sagemaker-runtime", config=invoke.runtime_config(args.retries),
+                            default_region=LOCAL_REGION if target.local_runtime() else None)
     result = invoke.invoke(runtime, request)
     if args.output == "-":
         sys.stdout.buffer.write(result.body)

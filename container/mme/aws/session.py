@@ -21,7 +21,7 @@ Client = Any
 # The `mme` command logs to stdout, and `mme invoke` writes the response body there: keep
 # botocore's INFO chatter ("Found credentials in environment variables.") out of it.
 QUIET_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3")
-LOCAL_REGION = "us-east-1"
+LOCAL_REGION = "us-east-1"  # what a local endpoint is called in when no region is set
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,18 @@ class AwsTarget:
     profile: str | None = None
     endpoint_url: str | None = None
 
-    def client(self, service: str, config: Config | None = None) -> Client:
-        """A boto3 client for ``service`` (e.g. "sagemaker", "s3") aimed at this target.
-
-        A local endpoint (a loopback ``endpoint_url``) needs no region: any will do there.
-        """
+    def client(self, service: str, config: Config | None = None,
+               default_region: str | None = None) -> Client:
+        """A boto3 client for ``service`` (e.g. "sagemaker", "s3") aimed at this target, in
+        ``default_region`` when neither --region nor the AWS configuration names one."""
         session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        region = session.region_name or (LOCAL_REGION if is_loopback(self.endpoint_url) else None)
         return session.client(service, endpoint_url=self.endpoint_url, config=config,
-                              region_name=region)
+                              region_name=session.region_name or default_region)
+
+    def local_runtime(self) -> bool:
+        """Whether this target is a local endpoint (`mme endpoint`): a loopback URL. It
+        needs no region (any will do there) and no credentials."""
+        return is_loopback(self.endpoint_url)
 
 
 def is_loopback(url: str | None) -> bool:

@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     base_path = _base_path()
     seconds = preload()
     _become_subreaper()
-    zygote = Zygote(_listen(args.socket), base_path)
+    # Said before the socket appears: `mme serve` reports itself ready once it has.
     logger.info("prefork: the warm parent (pid %d) imported the serving stack in %.1f s",
                 os.getpid(), seconds)
-    zygote.run()
+    Zygote(_listen(args.socket), base_path).run()
     return 0
 
 

@@ -23,6 +23,7 @@ from sagemaker_inference import model_server
 
 from mme.gateway.app import Gateway, GatewayThread
 from mme.gateway.management import Management
+from mme.gateway.metrics import GatewayMetrics
 from mme.gateway.scheduler import Scheduler
 from mme.gateway.upstream import Upstream
 from mme.lifetime import dying_with_parent
@@ -141,10 +142,16 @@ class ModelServer:
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
         self.mms_port = free_port()
         upstream = Upstream("127.0.0.1", self.mms_port)
-        scheduler = Scheduler(upstream.send, settings.cpu_budget, settings.workers_per_model,
+        metrics = (GatewayMetrics(settings.metrics_path, self.temp_dir,
+                                  settings.workers_per_model) if settings.metrics_path else None)
+        # metrics hook: what is sent to the workers counts them busy
+        send = metrics.to_workers(upstream.send) if metrics else upstream.send
+        scheduler = Scheduler(send, settings.cpu_budget, settings.workers_per_model,
                               settings.job_queue_size, batch_bytes(settings))
+        if metrics:
+            metrics.watch(scheduler)  # metrics hook: queue waits, the CPU budget's use
         self.gateway = Gateway(upstream, Management(upstream, scheduler, self.temp_dir),
-                               scheduler)
+                               scheduler, metrics)
         self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 

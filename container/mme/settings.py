@@ -108,6 +108,26 @@ def _bind_address(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
+# Paths the container API already answers: a metrics path there would hide them.
+RESERVED_PATHS = ("/ping", "/models", "/invocations", "/execution-parameters")
+
+
+def _metrics_path(env: Mapping[str, str], switch: str, name: str) -> str:
+    """The path of the Prometheus metrics, or "" when they are off."""
+    raw = env.get(switch, "").strip().lower() or "on"
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise SettingsError(f"{switch}={raw!r} must be on or off")
+    if raw in ("off", "false", "0"):
+        return ""
+    path = env.get(name, "").strip() or "/metrics"
+    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
+        raise SettingsError(f"{name}={path!r} must be a path such as /metrics")
+    if any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PATHS):
+        raise SettingsError(f"{name}={path!r} is a path of the container API; use another, "
+                            "such as /metrics")
+    return path
+
+
 def _available_cores() -> int:
     """The cores this process may use: its CPU affinity, its cgroup's quota (docker --cpus),
     and no more than the physical cores (torch's own default for its thread pool)."""
@@ -162,6 +182,7 @@ class Settings:
     requirements_dir: str = ""
     requirements_timeout_s: int = 0
     worker_mode: str = WORKER_MODES[0]
+    metrics_path: str = "/metrics"  # "": no metrics (MME_METRICS=off)
     passthrough_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -199,6 +220,7 @@ class Settings:
                                            os.path.join(base_dir, "model-deps")),
             requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
             worker_mode=_worker_mode(env, "MME_WORKER_MODE"),
+            metrics_path=_metrics_path(env, "MME_METRICS", "MME_METRICS_PATH"),
             passthrough_env=dict(env),
         )
 

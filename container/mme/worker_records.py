@@ -94,10 +94,26 @@ def batching(server_temp_dir: str, model_name: str) -> tuple[int, int]:
 def model_processes(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
     """The recorded processes of ``model_name`` that still run (the same processes, by start
     time, not others that reuse their pids)."""
+    return _running(server_temp_dir, model_name, workers_only=False)
+
+
+def model_workers(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
+    """The workers of ``model_name`` that still run (not the processes that forked them)."""
+    return _running(server_temp_dir, model_name, workers_only=True)
+
+
+def worker_starts(server_temp_dir: str, model_name: str) -> int:
+    """How many workers of ``model_name`` started since its LOAD: MMS's restarts of a worker
+    that died are recorded too."""
+    return len(_listdir(os.path.join(model_folder(server_temp_dir, model_name), "workers")))
+
+
+def _running(server_temp_dir: str, model_name: str, workers_only: bool) -> list[psutil.Process]:
     folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
     found: dict[int, psutil.Process] = {}
     for entry in _listdir(folder):
-        for pid, started in _entries(os.path.join(folder, entry)):
+        entries = _entries(os.path.join(folder, entry))
+        for pid, started in entries[:1] if workers_only else entries:
             process = _same_process(pid, started)
             if process is not None:
                 found[pid] = process

@@ -121,3 +121,22 @@ def test_worker_mode_is_prefork_unless_stock_is_asked_for() -> None:
     assert Settings.from_env({"MME_WORKER_MODE": " Stock "}).worker_mode == "stock"
     with pytest.raises(SettingsError, match="MME_WORKER_MODE='fast' is not a worker mode"):
         Settings.from_env({"MME_WORKER_MODE": "fast"})
+
+
+def test_metrics_are_on_at_metrics_unless_turned_off() -> None:
+    assert Settings.from_env({}).metrics_path == "/metrics"
+    assert Settings.from_env({"MME_METRICS_PATH": "/prom"}).metrics_path == "/prom"
+    assert Settings.from_env({"MME_METRICS": "off", "MME_METRICS_PATH": "/prom"}).metrics_path \
+        == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [({"MME_METRICS": "maybe"}, "on or off"),
+     ({"MME_METRICS_PATH": "metrics"}, "a path such as /metrics"),
+     ({"MME_METRICS_PATH": "/ping"}, "a path of the container API"),
+     ({"MME_METRICS_PATH": "/models/metrics"}, "a path of the container API")],
+)
+def test_bad_metrics_settings_fail_fast(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env(env)

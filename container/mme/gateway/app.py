@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from mme.gateway.connection import ClientConnection
 from mme.gateway.http import Request, Response, error_response
@@ -13,6 +14,9 @@ from mme.gateway.management import Management
 from mme.gateway.scheduler import QueueFull, Scheduler
 from mme.gateway.upstream import Upstream, UpstreamError
 from mme.worker_headers import ORIGINAL_CONTENT_TYPE
+
+if TYPE_CHECKING:  # mme.gateway.metrics imports this module
+    from mme.gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +55,21 @@ class Gateway:
     """Answers every request on the server's port, mostly by passing it to MMS."""
 
     def __init__(self, upstream: Upstream, management: Management,
-                 scheduler: Scheduler) -> None:
+                 scheduler: Scheduler, metrics: GatewayMetrics | None = None) -> None:
         self._upstream = upstream
         self._management = management
         self.scheduler = scheduler
+        self.metrics = metrics  # None: nothing measured, no metrics path (MME_METRICS=off)
         self.ready = False
         self.in_flight = 0  # requests being answered, /ping aside
 
     async def handle(self, request: Request) -> Response:
         """Answer ``request``; never raises."""
+        if self.metrics is not None:  # metrics hook: it measures and answers its own path
+            return await self.metrics.measure(request, self._answer)
+        return await self._answer(request)
+
+    async def _answer(self, request: Request) -> Response:
         if not self.ready:
             return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
                                   "the model server is starting", "ServiceUnavailableException")

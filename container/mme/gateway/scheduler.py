@@ -89,6 +89,8 @@ class Scheduler:
         self._models: dict[str, _Model] = {}
         self._turns: deque[str] = deque()  # models with waiting requests, next first
         self._sending: set[asyncio.Task[None]] = set()
+        # metrics hook: told how long each request waited for its worker and grant
+        self.on_wait: Callable[[float], None] | None = None
 
     @property
     def threads_in_use(self) -> int:
@@ -144,6 +146,10 @@ class Scheduler:
             self.free -= threads
             model.running += 1
             batch = self._take_batch(model)
+            if self.on_wait is not None:  # metrics hook
+                now = asyncio.get_running_loop().time()
+                for pending in batch:
+                    self.on_wait(now - pending.queued_at)
             self._turns.popleft()
             if model.waiting:
                 self._turns.append(name)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import requests
 from botocore.config import Config
 
 from mme.ports import free_port
+from tests.prometheus_scrape import scrape, totals
 from tests.server_process import terminate, wait_for_ping
 
 REGION = "us-east-1"
@@ -84,19 +86,10 @@ class Endpoint(ServerProcess):
         return boto3.client("sagemaker-runtime", region_name=REGION, endpoint_url=self.url,
                             config=Config(**settings), **DUMMY_CREDENTIALS)
 
-    def metrics(self) -> dict[str, float]:
-        """GET /metrics as {sample name: value}, labels dropped (responses keep their code)."""
-        text = requests.get(f"{self.url}/metrics", timeout=10).text
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            sample, value = line.rsplit(" ", 1)
-            name, _, labels = sample.partition("{")
-            if 'code="' in labels:
-                name += "_" + labels.split('code="')[1].split('"')[0]
-            values[name] = float(value)
-        return values
+    def metrics(self) -> defaultdict[str, float]:
+        """GET /metrics as {sample name: value}, summed over the models' labels (CloudWatch's
+        per-endpoint numbers); responses keep their code in the name; absent names are 0."""
+        return totals(scrape(self.url))
 
     def call_lines(self, target_model: str) -> list[str]:
         """The per-call log lines for one TargetModel."""

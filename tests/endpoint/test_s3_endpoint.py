@@ -90,7 +90,7 @@ def test_first_call_misses_second_hits_with_the_same_answer(endpoint: Endpoint) 
     assert first["InvokedProductionVariant"] == "AllTraffic"
     assert first["ResponseMetadata"]["RequestId"] != second["ResponseMetadata"]["RequestId"]
     after = endpoint.metrics()
-    assert after["Invocations"] - before["Invocations"] == 2
+    assert after["Invocations_total"] - before["Invocations_total"] == 2
     assert after["ModelCacheHit_count"] - before["ModelCacheHit_count"] == 2
     assert after["ModelCacheHit_sum"] - before["ModelCacheHit_sum"] == 1  # the second call
     assert after["ModelDownloadingTime_count"] - before["ModelDownloadingTime_count"] == 1

@@ -19,14 +19,13 @@ from typing import Any
 from mme.endpoint import wire
 from mme.endpoint.container_api import Answer, ContainerClient, ContainerTimeoutError
 from mme.endpoint.errors import EndpointError, ModelError, PayloadTooLargeError
-from mme.endpoint.metrics import CallRecord, Metrics
+from mme.endpoint.metrics import PROMETHEUS_TYPE, CallRecord, Metrics
 from mme.endpoint.registry import Lease, ModelRegistry
 
 logger = logging.getLogger(__name__)
 
 DISCARD_LIMIT_BYTES = 64 * 1024 * 1024  # read and drop an oversized body up to this much
 DISCARD_CHUNK_BYTES = 1024 * 1024
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WRITE_BUFFER_BYTES = 64 * 1024  # an answer up to this size goes out in one write
 
 
@@ -135,6 +134,7 @@ class EndpointApp:
             except ModelError as error:
                 # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
                 record.model_status = error.original_status
+                record.model_name = self.registry.model_id(record.target_model)
                 raise
             self._note_lease(record, lease)
             try:
@@ -156,6 +156,7 @@ class EndpointApp:
 
     @staticmethod
     def _note_lease(record: CallRecord, lease: Lease) -> None:
+        record.model_name = lease.entry.model_id
         if record.cache_hit is None:
             record.cache_hit = lease.cache_hit
         record.wait_us = (record.wait_us or 0) + lease.wait_us

@@ -3,6 +3,14 @@
 Names and units follow SageMaker's (docs/contract.md section 3): times are in
 microseconds; ModelCacheHit and the Invocation*Errors are 1 or 0 per call, so their
 average is a ratio. Each call also gets one log line with the phases it went through.
+
+CloudWatch has these per endpoint only; here every series of a call or a model's job also
+carries the labels that the container's own metrics (:mod:`mme.gateway.metrics`) use,
+``target_model`` (the TargetModel) and ``model_name`` (the opaque id the container knows the
+model by), so their sum over the labels is CloudWatch's number and each model's share is
+there too. Calls that reached no model (an unknown TargetModel, a bad request) count with
+both labels empty. Unlike the container, the endpoint keeps a model's series while it runs:
+it plays CloudWatch's part, and a local endpoint sees a bounded set of models.
 """
 
 from __future__ import annotations
@@ -11,6 +19,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from mme.prometheus_text import CONTENT_TYPE, render
 
 logger = logging.getLogger("mme.endpoint.calls")
 
@@ -28,7 +42,20 @@ SUMMARIES = {
 }
 COUNTERS = {"Invocations": ("None", "InvokeEndpoint calls for this endpoint")}
 GAUGES = {"LoadedModelCount": ("None", "models loaded in the container now")}
-RESPONSES = "mme_endpoint_responses_total"
+RESPONSES = "mme_endpoint_responses"  # the text format adds _total to a counter's name
+ENDPOINT_LABELS = ["EndpointName", "VariantName"]
+MODEL_LABELS = ["target_model", "model_name"]
+PROMETHEUS_TYPE = CONTENT_TYPE
+
+
+class ModelLabels(NamedTuple):
+    """The labels of one model's series."""
+
+    target_model: str
+    model_name: str
+
+
+NO_MODEL = ModelLabels("", "")
 
 
 @dataclass
@@ -38,6 +65,7 @@ class CallRecord:
     request_id: str
     status: int = 0
     target_model: str | None = None
+    model_name: str | None = None  # the container's id of the model, once the call reached it
     cache_hit: bool | None = None
     wait_us: int | None = None
     download_us: int | None = None
@@ -61,6 +89,12 @@ class CallRecord:
         parts.append(f"total_us={self.total_us}")
         return "invocation " + " ".join(parts)
 
+    def model(self) -> ModelLabels:
+        """The labels of the model the call reached, or NO_MODEL."""
+        if self.model_name is None or self.target_model is None:
+            return NO_MODEL
+        return ModelLabels(self.target_model, self.model_name)
+
 
 @dataclass
 class _Summary:
@@ -74,17 +108,17 @@ class Metrics:
 
     endpoint_name: str
     variant_name: str
-    _summaries: dict[str, _Summary] = field(default_factory=dict)
-    _counters: dict[str, int] = field(default_factory=dict)
+    _summaries: dict[tuple[str, ModelLabels], _Summary] = field(default_factory=dict)
+    _counters: dict[tuple[str, ModelLabels], int] = field(default_factory=dict)
     _gauges: dict[str, float] = field(default_factory=dict)
     _responses: dict[int, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def observe(self, name: str, value: float) -> None:
-        """Add one sample to a summary metric (a time in microseconds, or a 0/1)."""
+    def observe(self, name: str, value: float, model: ModelLabels = NO_MODEL) -> None:
+        """Add one sample of ``model`` to a summary metric (a time in microseconds, or a 0/1)."""
         assert name in SUMMARIES, name
         with self._lock:
-            summary = self._summaries.setdefault(name, _Summary())
+            summary = self._summaries.setdefault((name, model), _Summary())
             summary.total += value
             summary.count += 1
 
@@ -109,52 +143,51 @@ class Metrics:
         self.count_response(record.status)
         if not counted:
             return
+        model = record.model()
         with self._lock:
-            self._counters["Invocations"] = self._counters.get("Invocations", 0) + 1
+            key = ("Invocations", model)
+            self._counters[key] = self._counters.get(key, 0) + 1
         if record.cache_hit is not None:
-            self.observe("ModelCacheHit", int(record.cache_hit))
+            self.observe("ModelCacheHit", int(record.cache_hit), model)
         if record.wait_us is not None and not record.cache_hit:
-            self.observe("ModelLoadingWaitTime", record.wait_us)
+            self.observe("ModelLoadingWaitTime", record.wait_us, model)
         if record.model_status is not None:
-            self.observe("Invocation4XXErrors", int(400 <= record.model_status < 500))
-            self.observe("Invocation5XXErrors", int(record.model_status >= 500))
+            self.observe("Invocation4XXErrors", int(400 <= record.model_status < 500), model)
+            self.observe("Invocation5XXErrors", int(record.model_status >= 500), model)
         if record.model_latency_us is not None:
-            self.observe("ModelLatency", record.model_latency_us)
-            self.observe("OverheadLatency", max(0, record.total_us - record.model_latency_us))
-
-    def snapshot(self) -> dict[str, float]:
-        """Every value by its Prometheus sample name (``X_sum``, ``X_count``, counters, gauges)."""
-        with self._lock:
-            values: dict[str, float] = {}
-            for name in SUMMARIES:
-                summary = self._summaries.get(name, _Summary())
-                values[f"{name}_sum"] = summary.total
-                values[f"{name}_count"] = summary.count
-            values.update({name: self._counters.get(name, 0) for name in COUNTERS})
-            values.update({name: self._gauges.get(name, 0) for name in GAUGES})
-            return values
-
-    def _labels(self, extra: str = "") -> str:
-        return (f'{{EndpointName="{self.endpoint_name}",VariantName="{self.variant_name}"'
-                f"{extra}}}")
-
-    def _families(self, values: dict[str, float]) -> Iterator[str]:
-        for kind, table in (("summary", SUMMARIES), ("counter", COUNTERS), ("gauge", GAUGES)):
-            for name, (unit, text) in table.items():
-                yield f"# HELP {name} {text} (unit: {unit})"
-                yield f"# TYPE {name} {kind}"
-                samples = [f"{name}_sum", f"{name}_count"] if kind == "summary" else [name]
-                yield from (f"{sample}{self._labels()} {values[sample]:g}" for sample in samples)
+            self.observe("ModelLatency", record.model_latency_us, model)
+            self.observe("OverheadLatency", max(0, record.total_us - record.model_latency_us),
+                         model)
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text format 0.0.4."""
-        lines = list(self._families(self.snapshot()))
-        lines += [f"# HELP {RESPONSES} answers of the endpoint by HTTP status (/ping and "
-                  "/metrics not counted)",
-                  f"# TYPE {RESPONSES} counter"]
+        return render(self._families()).decode("utf-8")
+
+    def _families(self) -> Iterator[Metric]:
+        endpoint = [self.endpoint_name, self.variant_name]
+        labels = [*ENDPOINT_LABELS, *MODEL_LABELS]
         with self._lock:
+            summaries = sorted((key, s.count, s.total) for key, s in self._summaries.items())
+            counters = sorted(self._counters.items())
+            gauges = dict(self._gauges)
             responses = sorted(self._responses.items())
+        for name, (unit, text) in SUMMARIES.items():
+            summary = SummaryMetricFamily(name, f"{text} (unit: {unit})", labels=labels)
+            for (_, model), count, total in (row for row in summaries if row[0][0] == name):
+                summary.add_metric([*endpoint, *model], count, total)
+            yield summary
+        for name, (unit, text) in COUNTERS.items():
+            counter = CounterMetricFamily(name, f"{text} (unit: {unit})", labels=labels)
+            for (_, model), value in (row for row in counters if row[0][0] == name):
+                counter.add_metric([*endpoint, *model], value)
+            yield counter
+        for name, (unit, text) in GAUGES.items():
+            gauge = GaugeMetricFamily(name, f"{text} (unit: {unit})", labels=ENDPOINT_LABELS)
+            gauge.add_metric(endpoint, gauges.get(name, 0))
+            yield gauge
+        answers = CounterMetricFamily(
+            RESPONSES, "answers of the endpoint by HTTP status (/ping and /metrics not counted)",
+            labels=[*ENDPOINT_LABELS, "code"])
         for code, count in responses:
-            labels = self._labels(f',code="{code}"')
-            lines.append(f"{RESPONSES}{labels} {count}")
-        return "\n".join(lines) + "\n"
+            answers.add_metric([*endpoint, str(code)], count)
+        yield answers

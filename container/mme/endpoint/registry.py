@@ -35,7 +35,7 @@ from mme.endpoint.errors import (
     ServiceUnavailableError,
 )
 from mme.endpoint.extraction import ExtractionLimits, extract_archive
-from mme.endpoint.metrics import Metrics
+from mme.endpoint.metrics import Metrics, ModelLabels
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class ModelRegistry:
         _delete([doomed])
         size = self._fetch_with_room(entry)
         elapsed = _elapsed_us(started)
-        self.metrics.observe("ModelDownloadingTime", elapsed)
+        self.metrics.observe("ModelDownloadingTime", elapsed, _labels(entry))
         with self._lock:
             entry.state = ON_DISK
             entry.disk_bytes = size
@@ -339,7 +339,7 @@ class ModelRegistry:
             elapsed, freed_us = self._load_until_it_fits(entry, url)
         if freed_us is not None:
             unload_us = (unload_us or 0) + freed_us
-        self.metrics.observe("ModelLoadingTime", elapsed)
+        self.metrics.observe("ModelLoadingTime", elapsed, _labels(entry))
         with self._lock:
             entry.state = LOADED
             entry.last_used = next(self._clock)
@@ -430,7 +430,7 @@ class ModelRegistry:
         if answer.status not in (200, 404):
             logger.warning("UNLOAD %s answered %d: %s", entry.model_id, answer.status,
                            answer.message())
-        self.metrics.observe("ModelUnloadingTime", elapsed)
+        self.metrics.observe("ModelUnloadingTime", elapsed, _labels(entry))
         logger.info("unloaded %s (%s) in %d us", entry.target_model, entry.model_id, elapsed)
         return elapsed
 
@@ -470,6 +470,11 @@ class ModelRegistry:
     def _publish_count(self) -> None:
         count = sum(1 for e in self._entries.values() if e.state == LOADED)
         self.metrics.set_gauge("LoadedModelCount", count)
+
+
+def _labels(entry: ModelEntry) -> ModelLabels:
+    """The labels of the entry's series: the same as the container gives the model."""
+    return ModelLabels(entry.target_model, entry.model_id)
 
 
 def _delete(folders: list[Path | None]) -> None:

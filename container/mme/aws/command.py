@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mme.aws import autoscaling, deployment, errors, invoke, model_store, teardown
 from mme.aws.session import LOCAL_REGION, AwsTarget, quiet_aws_loggers
@@ -151,6 +152,7 @@ def _deploy(args: argparse.Namespace) -> int:
         environment=deployment.parse_environment(args.env),
         model_cache=args.model_cache,
         variant_name=args.variant_name,
+        **_metrics_options(args),
     )
     spec.validate()  # before any client: a bad prefix needs no credentials to be refused
     result = deployment.deploy(
@@ -167,6 +169,17 @@ def _deploy(args: argparse.Namespace) -> int:
     print(f"  endpoint config: {result.config_name}")
     print(f"  model:           {result.model_name} (MultiModel, {spec.model_data_url})")
     return 0
+
+
+def _metrics_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The DeploySpec fields of --metrics-path, --metrics-frequency and --no-metrics."""
+    if args.no_metrics:
+        if args.metrics_path is not None or args.metrics_frequency is not None:
+            raise errors.UsageError("--no-metrics cannot go with --metrics-path or "
+                                    "--metrics-frequency")
+        return {"metrics_path": None}
+    chosen = {"metrics_path": args.metrics_path, "metrics_frequency_s": args.metrics_frequency}
+    return {key: value for key, value in chosen.items() if value is not None}
 
 
 def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -216,6 +229,31 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         help="MultiModelConfig.ModelCacheSetting (SageMaker's default: Enabled)",
     )
     parser.add_argument("--variant-name", default="AllTraffic", help="default: %(default)s")
+    metrics = parser.add_argument_group(
+        "metrics",
+        "SageMaker scrapes the container's Prometheus metrics (per model: requests, latency, "
+        "errors, LOADs, memory) and publishes them to CloudWatch: "
+        "ContainerMetricsConfig on the model, MetricsConfig.EnableDetailedObservability on "
+        "the endpoint config",
+    )
+    metrics.add_argument(
+        "--metrics-path",
+        metavar="PATH",
+        help="the path SageMaker scrapes on the container's port; a path other than "
+        "/metrics is also set as the container's MME_METRICS_PATH (default: /metrics)",
+    )
+    metrics.add_argument(
+        "--metrics-frequency",
+        type=int,
+        metavar="SECONDS",
+        help="how often SageMaker publishes them: 10, 30, 60, 120, 180, 240 or 300 "
+        "(default: 60)",
+    )
+    metrics.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no ContainerMetricsConfig, and detailed observability off",
+    )
     parser.add_argument(
         "--update",
         action="store_true",

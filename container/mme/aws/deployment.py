@@ -44,12 +44,17 @@ from mme.aws.ownership import (
 )
 from mme.aws.resources import config_models, describe_endpoint, describe_endpoint_config, exists
 from mme.aws.session import Client
+from mme.settings import Settings, SettingsError
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_ENV_ENTRIES = 100
 MAX_ENV_CHARS = 1024
+# ContainerMetricsConfig: SageMaker's publish intervals and its pattern for the path.
+METRICS_FREQUENCIES_S = (10, 30, 60, 120, 180, 240, 300)
+METRICS_PATH = re.compile(r"^/(?!.*\.\.)[a-zA-Z0-9/_.\-]{1,255}$")
+METRICS_PATH_VAR = "MME_METRICS_PATH"
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
 IN_SERVICE = "InService"
 FAILED = "Failed"
@@ -77,6 +82,8 @@ class DeploySpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     model_cache: str | None = None  # "Enabled" / "Disabled"; None keeps SageMaker's default
     variant_name: str = "AllTraffic"
+    metrics_path: str | None = "/metrics"  # None: SageMaker scrapes nothing (--no-metrics)
+    metrics_frequency_s: int = 60
 
     def validate(self, region: str | None = None) -> None:
         """Raise UsageError for a value SageMaker would reject, before any call is made.
@@ -105,6 +112,25 @@ class DeploySpec:
         if self.model_cache not in (None, "Enabled", "Disabled"):
             raise UsageError("--model-cache must be Enabled or Disabled")
         check_environment(self.environment)
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        if self.metrics_path is None:
+            return
+        if not METRICS_PATH.match(self.metrics_path):
+            raise UsageError(f"--metrics-path {self.metrics_path!r} must be a path of letters, "
+                             "digits and / _ . - (SageMaker's rule), such as /metrics")
+        try:
+            Settings.from_env({METRICS_PATH_VAR: self.metrics_path})
+        except SettingsError as exc:
+            raise UsageError(f"--metrics-path: {exc}") from None
+        chosen = self.environment.get(METRICS_PATH_VAR)
+        if chosen is not None and chosen != self.metrics_path:
+            raise UsageError(f"--env {METRICS_PATH_VAR}={chosen} differs from --metrics-path "
+                             f"{self.metrics_path}: give the path with --metrics-path only")
+        if self.metrics_frequency_s not in METRICS_FREQUENCIES_S:
+            raise UsageError("--metrics-frequency must be one of "
+                             f"{', '.join(map(str, METRICS_FREQUENCIES_S))} seconds")
 
     def resource_name(self) -> str:
         """The name of this spec's model and endpoint config: ``<endpoint>-<hash>``."""
@@ -269,6 +295,14 @@ def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> 
     }
     if spec.model_cache is not None:
         container["MultiModelConfig"] = {"ModelCacheSetting": spec.model_cache}
+    if spec.metrics_path is not None:
+        # SageMaker scrapes this path of the container's port; the container must serve it.
+        container["ContainerMetricsConfig"] = {"MetricsEndpoints": [{
+            "MetricsEndpointPath": spec.metrics_path,
+            "MetricPublishFrequencyInSeconds": spec.metrics_frequency_s,
+        }]}
+        if spec.metrics_path != Settings.metrics_path:
+            container["Environment"][METRICS_PATH_VAR] = spec.metrics_path
     sagemaker.create_model(
         ModelName=name,
         PrimaryContainer=container,
@@ -276,7 +310,9 @@ def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> 
         Tags=tags(spec.endpoint_name),
     )
     run.created.append((MODELS, name))
-    run.report(f"created model {name} (MultiModel, {spec.model_data_url})")
+    scraped = (f"SageMaker scrapes {spec.metrics_path} every {spec.metrics_frequency_s} s"
+               if spec.metrics_path is not None else "no metrics scraped")
+    run.report(f"created model {name} (MultiModel, {spec.model_data_url}; {scraped})")
 
 
 def _ensure_config(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> None:
@@ -295,7 +331,11 @@ def _ensure_config(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) ->
     if spec.startup_timeout_s is not None:
         variant["ContainerStartupHealthCheckTimeoutInSeconds"] = spec.startup_timeout_s
     sagemaker.create_endpoint_config(
-        EndpointConfigName=name, ProductionVariants=[variant], Tags=tags(spec.endpoint_name)
+        EndpointConfigName=name,
+        ProductionVariants=[variant],
+        # Said either way: new configs have it on unless told, old ones off.
+        MetricsConfig={"EnableDetailedObservability": spec.metrics_path is not None},
+        Tags=tags(spec.endpoint_name),
     )
     run.created.append((CONFIGS, name))
     run.report(

@@ -6,8 +6,11 @@ number of times and reads ``/metrics`` with the Prometheus client's parser.
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,17 @@ ECHO_OR_FAIL = """
     def transform_fn(model, data, content_type, accept):
         if json.loads(data) == "fail":
             raise RuntimeError("asked to fail")
+        return data, "application/json"
+"""
+# Answers once the file its body names exists (a gate the test opens), or after a minute.
+GATED = """
+    import json, os, time
+    def model_fn(model_dir):
+        return None
+    def transform_fn(model, data, content_type, accept):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(json.loads(data)) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return data, "application/json"
 """
 LOAD_FAILS = """
@@ -167,6 +181,31 @@ def test_a_worker_that_died_and_was_restarted_is_counted(server: NativeServer) -
     assert value(samples, "mme_worker_restarts_total") == restarts_before + 1
     assert unload(server, "delta") == 200
     assert value(of_model(scrape(server.url), "delta"), "mme_model_worker_restarts_total") == 1
+
+
+def test_busy_workers_and_waiting_requests_are_seen_while_they_last(
+    server: NativeServer, tmp_path: Path
+) -> None:
+    assert load(server, "zeta", GATED) == 200
+    gate = tmp_path / "open"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = [pool.submit(invoke, server, "zeta", json.dumps(str(gate)).encode())
+                   for _ in range(2)]
+        # One request at the model's one worker, the other in the gateway's queue.
+        deadline = time.monotonic() + TIMEOUT
+        while (value(samples := scrape(server.url), "mme_requests_in_flight") != 2
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        gate.touch()
+        statuses = [answer.result() for answer in answers]
+
+    assert value(samples, "mme_requests_in_flight") == 2
+    assert value(samples, "mme_busy_workers") == 1
+    assert value(samples, "mme_cpu_budget_threads_in_use") == 2  # the lone busy model: all
+    assert statuses == [200, 200]
+    after = scrape(server.url)
+    assert (value(after, "mme_requests_in_flight"), value(after, "mme_busy_workers")) == (0, 0)
+    assert value(after, "mme_model_requests_total", model_name="zeta") == 2
 
 
 def test_the_metrics_answer_on_a_path_of_ones_choosing(tmp_path: Path) -> None:

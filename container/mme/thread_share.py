@@ -1,6 +1,6 @@
 """A worker's side of the CPU budget: run each request with the threads the gateway granted.
 
-The gateway (:mod:`mme.gateway.cpu_budget`) sends its grant in a request header; the
+The gateway (:mod:`mme.gateway.scheduler`) sends its grant in a request header; the
 worker sets torch's intra-op thread count to it before the request runs. A model whose
 code sets its own thread count keeps it: the worker notices the change, stops setting
 the count, and says in each answer how many threads the model uses, so that the gateway

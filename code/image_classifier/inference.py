@@ -26,6 +26,7 @@ from sagemaker_inference.utils import parse_accept
 from torchvision import transforms
 
 from mme.errors import BadRequestError, NotAcceptableError, UnsupportedContentTypeError
+from mme.pytorch_defaults import load_model
 
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
 TOP_K = 5
@@ -46,8 +47,12 @@ PREPROCESS = transforms.Compose(
 
 
 def model_fn(model_dir: str) -> torch.jit.ScriptModule:
-    """Load ``model.pt`` (TorchScript)."""
-    return torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
+    """Load ``model.pt``: TorchScript, frozen by ``mme package`` when proven equivalent.
+
+    ``load_model`` is the container's own loader: eval mode, and no TorchScript deprecation
+    warning logged at every LOAD.
+    """
+    return load_model(os.path.join(model_dir, "model.pt"))
 
 
 def input_fn(request_body: bytes, content_type: str, context: Any = None) -> torch.Tensor:

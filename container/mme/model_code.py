@@ -11,6 +11,8 @@ from mme.errors import ModelLoadError
 
 CODE_DIR_NAME = "code"
 DEFAULT_MODEL_FILE = "model.pt"
+EXPORTED_MODEL_FILE = "model.pt2"  # a torch.export program (torch.export.save)
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 def code_dir_of(model_dir: str) -> str:
@@ -67,17 +69,18 @@ def user_module_path(model_dir: str, module_name: str) -> str | None:
 
 
 def find_model_file(model_dir: str) -> str:
-    """``model.pt``, or else the one ``.pt``/``.pth`` file at the top of ``model_dir``."""
-    preferred = os.path.join(model_dir, DEFAULT_MODEL_FILE)
-    if os.path.isfile(preferred):
-        return preferred
+    """``model.pt``, else ``model.pt2``, else the folder's one ``.pt``/``.pth``/``.pt2`` file."""
+    for name in (DEFAULT_MODEL_FILE, EXPORTED_MODEL_FILE):
+        if os.path.isfile(os.path.join(model_dir, name)):
+            return os.path.join(model_dir, name)
     found = sorted(
-        glob.glob(os.path.join(model_dir, "*.pt")) + glob.glob(os.path.join(model_dir, "*.pth"))
+        path for suffix in MODEL_FILE_SUFFIXES
+        for path in glob.glob(os.path.join(model_dir, f"*{suffix}"))
     )
     if len(found) != 1:
         listing = ", ".join(os.path.basename(f) for f in found) or "none"
         raise ModelLoadError(
-            f"expected model.pt or exactly one .pt/.pth file in the model folder (found: "
-            f"{listing}); or ship code/inference.py with a model_fn"
+            f"expected model.pt, model.pt2 or exactly one .pt/.pth/.pt2 file in the model folder "
+            f"(found: {listing}); or ship code/inference.py with a model_fn"
         )
     return found[0]

@@ -4,6 +4,8 @@ The check imports ``code/inference.py`` in a fresh interpreter of this environme
 the model's ``code/requirements.txt`` installed into a temporary folder first, as the
 container's LOAD installs it (offline from ``code/lib/`` when the model ships one). So it
 finds code that cannot import, but not what only the image's environment would break.
+The model file is then replaced in the archive by a faster copy when one is proven to
+answer as it does (``mme.artifact_optimizer``), unless ``--no-optimize``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import sys
 import tarfile
 import tempfile
 import uuid
-import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mme.errors import ModelLoadError
 from mme.model_code import (
@@ -30,9 +33,13 @@ from mme.model_code import (
 )
 from mme.model_requirements import RequirementsError, install_requirements
 
+if TYPE_CHECKING:
+    from mme.artifact_optimizer import Sample
+
 HANDLER_FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EXAMPLES = {"resnet_18": "resnet18", "resnet_152": "resnet152"}
 EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "code" / "image_classifier"
+EXAMPLE_INPUT_SHAPE = (1, 3, 224, 224)  # what the example's input_fn makes of an image
 IMPORT_CHECK_TIMEOUT_S = 300
 REQUIREMENTS_TIMEOUT_S = 600
 SKIPPED_NAMES = {"__pycache__", ".DS_Store"}
@@ -130,8 +137,13 @@ def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return None if name in SKIPPED_NAMES or name.endswith(".pyc") else info
 
 
-def pack(model_dir: Path, archive: Path) -> Path:
-    """Write ``archive`` (tar.gz with the folder's contents at its root); never a partial file."""
+def pack(model_dir: Path, archive: Path, replacements: Mapping[str, Path] | None = None) -> Path:
+    """Write ``archive`` (tar.gz with the folder's contents at its root); never a partial file.
+
+    ``replacements`` maps top-level names to the files to pack under those names instead
+    (an optimised model file); the model folder itself is never changed.
+    """
+    replacements = replacements or {}
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.partial")
     # Not mkstemp, whose 0600 would make the archive unreadable to anyone else (a container
@@ -140,7 +152,7 @@ def pack(model_dir: Path, archive: Path) -> Path:
     try:
         with tarfile.open(partial, "w:gz") as tar:
             for entry in sorted(model_dir.iterdir()):
-                tar.add(entry, arcname=entry.name, filter=_skip)
+                tar.add(replacements.get(entry.name, entry), arcname=entry.name, filter=_skip)
         os.replace(partial, archive)
     finally:
         if os.path.exists(partial):
@@ -153,6 +165,8 @@ def build_example(name: str, code_dir: Path, staging: Path, pretrained: bool) ->
     import torch
     import torchvision
 
+    from mme.pytorch_defaults import torchscript_deprecation_silenced
+
     if not (code_dir / "inference.py").is_file():
         raise PackagingError(f"{code_dir} has no inference.py (see --example-code)")
     builder = getattr(torchvision.models, EXAMPLES[name])
@@ -160,10 +174,16 @@ def build_example(name: str, code_dir: Path, staging: Path, pretrained: bool) ->
     network = builder(weights="DEFAULT" if pretrained else None).eval()
     model_dir = staging / name
     shutil.copytree(code_dir, model_dir / "code", ignore=shutil.ignore_patterns(*SKIPPED_NAMES))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is what the toolkit loads
+    with torchscript_deprecation_silenced():  # TorchScript is what the toolkit loads
         torch.jit.save(torch.jit.script(network), str(model_dir / DEFAULT_MODEL_FILE))
     return model_dir
+
+
+def example_sample_input() -> Sample:
+    """An input of the examples' shape, to check their optimised copies against (seeded)."""
+    import torch
+
+    return (torch.randn(EXAMPLE_INPUT_SHAPE, generator=torch.Generator().manual_seed(0)),)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,21 +203,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "random weights otherwise")
     parser.add_argument("--program", default="inference",
                         help="the module in code/ that defines the handler functions")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="pack the model file as it is; by default a TorchScript model.pt "
+                        "is replaced by a frozen copy when that copy answers code/"
+                        "sample_input.npy (the input of the model's forward, batch included) "
+                        "as the original does, within the tolerance the README states")
+
+
+def _pack_source(source: str, args: argparse.Namespace, staging: Path) -> Path:
+    sample = None
+    if source in EXAMPLES:
+        model_dir = build_example(source, args.example_code, staging, args.pretrained)
+        sample = example_sample_input()
+    else:
+        model_dir = Path(source)
+    check_model_dir(model_dir, args.program)
+    replacements: dict[str, Path] = {}
+    if args.optimize:
+        # Imported here: it imports torch, which `mme package --help` need not wait for.
+        from mme.artifact_optimizer import optimize_model_dir
+
+        work_dir = Path(tempfile.mkdtemp(prefix="optimized-", dir=staging))
+        optimization = optimize_model_dir(model_dir, work_dir, sample)
+        print(f"{source}: {optimization.note}")
+        replacements = optimization.replacements
+    return pack(model_dir, args.output_dir / f"{model_dir.resolve().name}.tar.gz", replacements)
 
 
 def package_command(args: argparse.Namespace) -> int:
-    """Check and pack every source; report each archive, or every problem found."""
+    """Check, optimise and pack every source; report each archive, or every problem found."""
     failures = 0
     with tempfile.TemporaryDirectory(prefix="mme-package-") as staging:
         for source in args.sources:
             try:
-                if source in EXAMPLES:
-                    model_dir = build_example(source, args.example_code, Path(staging),
-                                              args.pretrained)
-                else:
-                    model_dir = Path(source)
-                check_model_dir(model_dir, args.program)
-                archive = pack(model_dir, args.output_dir / f"{model_dir.resolve().name}.tar.gz")
+                archive = _pack_source(source, args, Path(staging))
             except PackagingError as exc:
                 print(f"mme package: {exc}", file=sys.stderr)
                 failures += 1

@@ -1,14 +1,18 @@
 import os
 import stat
 import tarfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from mme.cli import main
 from mme.packaging import PackagingError, check_model_dir, pack
 from tests.model_builders import make_model_dir
 from tests.requirements.wheels import PACKAGE, ship_requirements
+from tests.unit.torchscript_models import ConvNet, FoldSensitive, folder_with_sample, image_sample
 
 GOOD_CODE = {
     "inference.py": "from helpers import scale\ndef model_fn(model_dir):\n    return scale\n",
@@ -67,6 +71,7 @@ def test_the_command_reports_problems_and_exits_non_zero(
     assert code == 1
     assert "does not import" in captured.err
     assert (tmp_path / "dist" / "model.tar.gz").exists()  # the good one, named after its folder
+    assert "model.pt packed as it is: no code/sample_input.npy" in captured.out
 
 
 def _model_with_requirements(tmp_path: Path, requirement: str) -> Path:
@@ -115,3 +120,66 @@ def test_the_examples_pack_from_any_folder(
 
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "dist" / "resnet_18.tar.gz").is_file()
+    assert "resnet_18: model.pt optimised: frozen TorchScript" in capsys.readouterr().out
+
+
+def _load(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path)).eval()
+
+
+def _packed_model(archive: Path, target: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extract("model.pt", target, filter="data")
+    return target / "model.pt"
+
+
+def test_the_archive_holds_the_verified_optimised_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = folder_with_sample(tmp_path / "convnet", ConvNet(), image_sample().numpy())
+    original = (model_dir / "model.pt").read_bytes()
+
+    assert main(["package", str(model_dir), "-o", str(tmp_path / "dist")]) == 0
+
+    assert "convnet: model.pt optimised: frozen TorchScript" in capsys.readouterr().out
+    packed = _load(_packed_model(tmp_path / "dist" / "convnet.tar.gz", tmp_path))
+    assert not list(packed.parameters())  # frozen
+    plain = _load(model_dir / "model.pt")
+    with torch.inference_mode():
+        for data in (image_sample(), image_sample(seed=1)):  # the README's tolerance
+            torch.testing.assert_close(packed(data), plain(data), rtol=1e-4, atol=1e-5)
+    assert (model_dir / "model.pt").read_bytes() == original  # the folder is never changed
+
+
+@pytest.mark.parametrize(
+    ("module", "sample", "says"),
+    [
+        (FoldSensitive(), image_sample(), "no optimised copy answers as it does"),
+        (ConvNet(), image_sample().double(), "the sample input does not run through it"),
+    ],
+)
+def test_the_archive_keeps_the_original_when_the_check_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], module: torch.nn.Module,
+    sample: torch.Tensor, says: str,
+) -> None:
+    model_dir = folder_with_sample(tmp_path / "m", module, sample.numpy())
+
+    assert main(["package", str(model_dir), "-o", str(tmp_path / "dist")]) == 0
+
+    assert f"m: model.pt packed as it is: {says}" in capsys.readouterr().out
+    packed = _packed_model(tmp_path / "dist" / "m.tar.gz", tmp_path)
+    assert packed.read_bytes() == (model_dir / "model.pt").read_bytes()
+
+
+def test_no_optimize_packs_the_model_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = folder_with_sample(tmp_path / "m", ConvNet(), image_sample().numpy())
+
+    assert main(["package", str(model_dir), "--no-optimize", "-o", str(tmp_path / "dist")]) == 0
+
+    assert "optimised" not in capsys.readouterr().out
+    packed = _packed_model(tmp_path / "dist" / "m.tar.gz", tmp_path)
+    assert packed.read_bytes() == (model_dir / "model.pt").read_bytes()

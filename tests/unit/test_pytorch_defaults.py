@@ -1,6 +1,11 @@
+import importlib
 import io
 import json
+import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +17,17 @@ from mme.errors import (
     NotAcceptableError,
     UnsupportedContentTypeError,
 )
-from mme.model_code import find_model_file
+from mme.model_code import activate_code_dir, find_model_file
+from mme.packaging import EXAMPLE_CODE
 from mme.pytorch_defaults import PytorchDefaults, device_for
 from tests.fakes import FakeContext
-from tests.model_builders import expected_linear, make_model_dir, save_linear_model
+from tests.model_builders import (
+    LINEAR_BIAS,
+    LINEAR_WEIGHT,
+    expected_linear,
+    make_model_dir,
+    save_linear_model,
+)
 
 defaults = PytorchDefaults()
 
@@ -30,6 +42,86 @@ def test_loads_torchscript_in_eval_mode_and_predicts(tmp_path: Path) -> None:
     body, content_type = defaults.default_output_fn(prediction, "application/json")
     assert content_type == "application/json"
     assert np.allclose(json.loads(body), expected_linear([[1, 2, 3]]))
+
+
+class LinearWithDropout(torch.nn.Module):
+    """The linear test model, with a dropout that only training mode applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 2)
+        self.dropout = torch.nn.Dropout(0.5)
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.tensor(LINEAR_WEIGHT))
+            self.layer.bias.copy_(torch.tensor(LINEAR_BIAS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.layer(x))
+
+
+def save_exported(path: Path, training: bool = False) -> Path:
+    """The linear test model as a torch.export program (``torch.export.save``)."""
+    module = LinearWithDropout().train(training)
+    batch = torch.export.Dim("batch")  # any batch size, not only the example's
+    program = torch.export.export(module, (torch.randn(2, 3),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return path
+
+
+def test_serves_a_torch_export_program(tmp_path: Path) -> None:
+    save_exported(tmp_path / "classifier.pt2")  # the one model file, under any name
+
+    model = defaults.default_model_fn(str(tmp_path))
+
+    data = defaults.default_input_fn("[[1, 2, 3], [0, 0, 1]]", "application/json")
+    body, _ = defaults.default_output_fn(defaults.default_predict_fn(data, model),
+                                         "application/json")
+    assert np.allclose(json.loads(body), expected_linear([[1, 2, 3], [0, 0, 1]]))
+
+
+def test_a_program_exported_in_training_mode_is_refused_with_advice(tmp_path: Path) -> None:
+    save_exported(tmp_path / "model.pt2", training=True)
+    with pytest.raises(ModelLoadError, match=r"exported in training mode \(aten\.dropout"):
+        defaults.default_model_fn(str(tmp_path))
+
+
+def test_a_torchscript_file_named_pt2_is_refused_with_advice(tmp_path: Path) -> None:
+    save_linear_model(tmp_path / "model.pt2")
+    with pytest.raises(ModelLoadError, match=r"not a torch\.export program"):
+        defaults.default_model_fn(str(tmp_path))
+
+
+@pytest.mark.usefixtures("restore_import_state")
+@pytest.mark.parametrize("loader", ["default, TorchScript", "default, torch.export", "example"])
+def test_a_load_warns_nothing(tmp_path: Path, loader: str) -> None:
+    if loader == "default, torch.export":
+        save_exported(tmp_path / "model.pt2")
+    else:
+        save_linear_model(tmp_path / "model.pt")
+    load: Callable[[str], Any] = defaults.default_model_fn
+    if loader == "example":  # its model_fn, imported as the worker imports it
+        shutil.copytree(EXAMPLE_CODE, tmp_path / "code")
+        activate_code_dir(str(tmp_path))
+        load = importlib.import_module("inference").model_fn
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load(str(tmp_path))
+
+    assert [str(w.message) for w in caught] == []
+
+
+def test_only_the_torchscript_deprecation_is_silenced() -> None:
+    from mme.pytorch_defaults import torchscript_deprecation_silenced  # new: fails alone if absent
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torchscript_deprecation_silenced():
+            warnings.warn("`torch.jit.load` is deprecated. Please switch to `torch.export`.",
+                          FutureWarning, stacklevel=1)
+            warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
 
 
 def test_the_one_pt_or_pth_file_is_found(tmp_path: Path) -> None:

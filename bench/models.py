@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 import textwrap
 from pathlib import Path
 
 import torch
 import torchvision
 
-from mme.packaging import EXAMPLES, build_example
+from mme.packaging import EXAMPLES, build_example, example_sample_input, package
 
 EXAMPLE_CODE = Path(__file__).resolve().parents[1] / "code" / "image_classifier"
 # TorchScript optimises a model's graph during its first runs: calls before measuring.
@@ -47,9 +48,13 @@ def transform_fn(model, body, content_type, accept):
 
 
 def torchscript_model(name: str, staging: Path, target: Path) -> Path:
-    """The example ``name`` (resnet_18, resnet_152): TorchScript ``model.pt`` + code/."""
+    """The example ``name`` (resnet_18, resnet_152) as `mme package` packs it (its verified,
+    optimised TorchScript ``model.pt`` + code/), extracted as SageMaker does."""
     source = build_example(name, EXAMPLE_CODE, staging, pretrained=False)
-    shutil.copytree(source, target)
+    archive, _ = package(source, staging, sample=example_sample_input())
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
     return target
 
 

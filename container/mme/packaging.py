@@ -210,6 +210,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "as the original does, within the tolerance the README states")
 
 
+def package(model_dir: Path, output_dir: Path, module: str = "inference", optimize: bool = True,
+            sample: Sample | None = None) -> tuple[Path, str]:
+    """Check ``model_dir``, optimise its model file unless not, and pack it into
+    ``output_dir``; the archive, and what the optimiser did (empty without it)."""
+    check_model_dir(model_dir, module)
+    archive = output_dir / f"{model_dir.resolve().name}.tar.gz"
+    if not optimize:
+        return pack(model_dir, archive), ""
+    # Imported here: it imports torch, which `mme package --help` need not wait for.
+    from mme.artifact_optimizer import optimize_model_dir
+
+    work_dir = Path(tempfile.mkdtemp(prefix="mme-optimized-"))
+    try:
+        optimization = optimize_model_dir(model_dir, work_dir, sample)
+        return pack(model_dir, archive, optimization.replacements), optimization.note
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def _pack_source(source: str, args: argparse.Namespace, staging: Path) -> Path:
     sample = None
     if source in EXAMPLES:
@@ -217,17 +236,10 @@ def _pack_source(source: str, args: argparse.Namespace, staging: Path) -> Path:
         sample = example_sample_input()
     else:
         model_dir = Path(source)
-    check_model_dir(model_dir, args.program)
-    replacements: dict[str, Path] = {}
-    if args.optimize:
-        # Imported here: it imports torch, which `mme package --help` need not wait for.
-        from mme.artifact_optimizer import optimize_model_dir
-
-        work_dir = Path(tempfile.mkdtemp(prefix="optimized-", dir=staging))
-        optimization = optimize_model_dir(model_dir, work_dir, sample)
-        print(f"{source}: {optimization.note}")
-        replacements = optimization.replacements
-    return pack(model_dir, args.output_dir / f"{model_dir.resolve().name}.tar.gz", replacements)
+    archive, note = package(model_dir, args.output_dir, args.program, args.optimize, sample)
+    if note:
+        print(f"{source}: {note}")
+    return archive
 
 
 def package_command(args: argparse.Namespace) -> int:

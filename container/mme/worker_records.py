@@ -3,8 +3,9 @@
 MMS tells neither which processes serve a model nor why a LOAD failed ("Failed to start
 workers"). Each worker of our handler service therefore records, at LOAD:
 
-* itself and the process that forked it (MMS's per-model server process), with their
-  start times, so that an UNLOAD can wait until they are gone (a pid that was reused by
+* itself and, when it is MMS's per-model server process, the process that forked it (a
+  prefork worker's parent is the zygote, which serves every model), with their start
+  times, so that an UNLOAD can wait until they are gone (a pid that was reused by
   another process is never waited for, nor killed);
 * the one-line reason when its LOAD fails, which the gateway puts in its answer;
 * how many requests the model answers at once, and how long a batch may wait to fill,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -36,17 +38,19 @@ def model_folder(server_temp_dir: str, model_name: str) -> str:
 
 
 def record_worker(server_temp_dir: str, model_name: str) -> None:
-    """Record this process, and its parent, as processes of ``model_name``."""
+    """Record this process, and its parent when it serves ``model_name`` alone, as processes
+    of ``model_name``."""
     if not server_temp_dir:
         return  # not under `mme serve`: nobody reads the records
-    me = psutil.Process()
-    parent = me.parent()
-    entries = [(me.pid, me.create_time())]
-    if parent is not None:
-        entries.append((parent.pid, parent.create_time()))
+    # From /proc, not psutil: a worker forked from the prefork zygote would copy the pages of
+    # every psutil object it touches (half a MiB per worker).
+    pid, parent = os.getpid(), os.getppid()
+    entries = [(pid, _start_ticks(pid))]
+    if _serves(parent, model_name):
+        entries.append((parent, _start_ticks(parent)))
     folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, str(me.pid)), "w", encoding="utf-8") as out:
+    with open(os.path.join(folder, str(pid)), "w", encoding="utf-8") as out:
         json.dump(entries, out)
 
 
@@ -125,6 +129,28 @@ def forget(server_temp_dir: str, model_name: str) -> None:
     shutil.rmtree(model_folder(server_temp_dir, model_name), ignore_errors=True)
 
 
+def _serves(pid: int, model_name: str) -> bool:
+    """Whether process ``pid`` runs for ``model_name`` alone (its command line names it)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read().split(b"\0")
+    except OSError:
+        return False
+    name = model_name.encode("utf-8", "surrogateescape")
+    return any(a == b"--model-name" and b == name for a, b in itertools.pairwise(args))
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot: with the pid, it names one
+    process, never a later one that reuses the pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # Field 22; the command name (field 2) is in parentheses and may hold spaces.
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _listdir(folder: str) -> list[str]:
     try:
         return os.listdir(folder)
@@ -132,18 +158,17 @@ def _listdir(folder: str) -> list[str]:
         return []
 
 
-def _entries(path: str) -> list[tuple[int, float]]:
+def _entries(path: str) -> list[tuple[int, int]]:
     with contextlib.suppress(OSError, ValueError, TypeError), \
             open(path, encoding="utf-8") as record:
-        return [(int(pid), float(started)) for pid, started in json.load(record)]
+        return [(int(pid), int(started)) for pid, started in json.load(record)]
     return []
 
 
-def _same_process(pid: int, started: float) -> psutil.Process | None:
+def _same_process(pid: int, started: int) -> psutil.Process | None:
     try:
         process = psutil.Process(pid)
-        if abs(process.create_time() - started) < 0.01 and \
-                process.status() != psutil.STATUS_ZOMBIE:
+        if _start_ticks(pid) == started and process.status() != psutil.STATUS_ZOMBIE:
             return process
     except psutil.Error:
         pass

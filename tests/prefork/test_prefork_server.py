@@ -93,8 +93,8 @@ def test_workers_are_forked_from_the_zygote_and_their_output_reaches_the_log(
     answer = _invoke(server, "chatty")
     assert answer.status_code == 200
     worker = psutil.Process(answer.json()["pid"])
-    # MMS's backend (forked from the zygote) forks the worker once MMS connects.
-    assert worker.parent().parent().pid == _zygote(server).pid
+    # The zygote serves MMS's backend and forks the worker once MMS connects.
+    assert worker.parent().pid == _zygote(server).pid
     args = worker.cmdline()
     assert args[1].endswith("mms/model_service_worker.py")  # reads like a stock worker
     assert args[args.index("--model-name") + 1] == "chatty"
@@ -127,7 +127,7 @@ def test_unload_leaves_no_process_behind(server: NativeServer) -> None:
     _loaded(server, "brief")
     assert _invoke(server, "brief").status_code == 200
     family = _serving(server, "brief")
-    assert len(family) == 3  # the launcher, MMS's backend forked from the zygote, the worker
+    assert len(family) == 2  # the launcher's stand-in (MMS's backend to MMS), the worker
     assert requests.delete(f"{server.url}/models/brief", timeout=TIMEOUT_S).status_code == 200
     assert _eventually(lambda: not any(_alive(p) for p in family))
     assert _alive(_zygote(server))
@@ -187,7 +187,7 @@ def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeS
     _loaded(server, "newcomer")
     answer = _invoke(server, "newcomer")
     assert answer.status_code == 200
-    assert psutil.Process(answer.json()["pid"]).parent().parent().pid == new.pid
+    assert psutil.Process(answer.json()["pid"]).parent().pid == new.pid
 
     # Without its zygote, the old worker still goes when MMS unloads it (kills its launcher).
     assert requests.delete(f"{server.url}/models/survivor", timeout=TIMEOUT_S).status_code == 200

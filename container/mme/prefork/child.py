@@ -1,15 +1,17 @@
-"""What a child forked by the zygote does to become the worker that MMS asked for.
+"""What a child forked by the zygote does to become the process that MMS asked for.
 
 A fresh worker would start with the launcher's streams, environment, working directory
 and arguments, an empty logging configuration and its own thread count; the child sets
-each of these, then runs MMS's worker script as ``__main__``, as ``python`` would.
+each of these, then either runs the launcher's script as ``__main__``, as ``python``
+would (:func:`become_worker`), or serves one connection of MMS to a model's backend with
+MMS's own worker code, as the stock backend's forked process does (:func:`serve_connection`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
+import functools
 import importlib
 import io
 import logging
@@ -20,42 +22,107 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mme.prefork import proctitle
+from mme.prefork import lifeline, proctitle
+from mme.prefork.backend import is_model_worker, option
 from mme.prefork.protocol import STD_FDS
-from mme.settings import Settings
+from mme.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 
-MODEL_WORKER_SCRIPT = "model_service_worker.py"
+
+def prepare(request: dict[str, Any]) -> None:
+    """Work out, in the zygote, what a child of ``request`` changes: its environment
+    against the zygote's, and its thread count.
+
+    Every object that a forked child touches costs it a copy of that object's page (its
+    reference count changes), so the child's own work is kept to what differs.
+    """
+    env: dict[str, str] = request["env"]
+    request["unset"] = [key for key in os.environ if key not in env]
+    request["set"] = {key: value for key, value in env.items() if os.environ.get(key) != value}
+    # A fresh worker gets OMP_NUM_THREADS capped at the physical cores (MKL's dynamic
+    # default), so the same cap applies here.
+    try:
+        threads = Settings.from_env(env).num_threads
+    except SettingsError:
+        threads = 0  # the worker's own settings check reports it; the count stays
+    request["threads"] = min(threads, _physical_cores() or threads)
 
 
-def become_worker(request: dict[str, Any], fds: list[int], zygote_fds: list[int],
-                  base_path: list[str], launcher_fd: int) -> NoReturn:
-    """Turn this freshly forked process into the worker ``request`` describes; never returns.
+@functools.cache
+def _physical_cores() -> int | None:
+    import psutil
 
-    ``launcher_fd`` is the zygote's end of the launcher's connection (one of ``zygote_fds``).
+    return psutil.cpu_count(logical=False)
+
+
+def become_worker(request: dict[str, Any], fds: list[int], base_path: list[str],
+                  launcher_fd: int) -> NoReturn:
+    """Turn this freshly forked process into the program ``request`` runs; never returns.
+
+    ``launcher_fd`` is the zygote's end of the launcher's connection: when it closes
+    (MMS killed the launcher), this process ends.
     """
     code = 1
     try:
-        lifeline = os.dup(launcher_fd)
-        for fd in zygote_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        _reset_signals()
-        _die_with_launcher(lifeline)
-        _attach_std_streams(fds)
+        lifeline.die_with(_set_up(fds, launcher_fd, ()))
         argv: list[str] = request["argv"]
-        _enter(request["env"], request["cwd"], argv, base_path)
-        _set_thread_count()
-        if _is_model_worker(argv[0]):
+        _enter(request, base_path, script_dir=True)
+        _reset_logging()
+        if is_model_worker(argv[0]):
             _log_spawn(float(request["started"]))
             _import_handler(argv)
-        code = _run_script(argv[0])
+        code = _exit_status(lambda: runpy.run_path(argv[0], run_name="__main__"))
     except BaseException:
         traceback.print_exc()
     _finish(code)
+
+
+def serve_connection(request: dict[str, Any], fds: list[int], base_path: list[str],
+                     stand_in_fd: int, conn_fd: int) -> NoReturn:
+    """Serve MMS's connection ``conn_fd`` to the backend that ``request`` started, with
+    MMS's worker code; never returns.
+
+    ``stand_in_fd`` is the zygote's end of the stand-in's connection: when it closes (MMS
+    killed the backend), this worker hangs up on MMS, and MMS's code ends it.
+    """
+    code = 1
+    try:
+        lifeline.hang_up_with(_set_up(fds, stand_in_fd, (conn_fd,)), conn_fd)
+        argv: list[str] = request["argv"]
+        # MMS's backend takes its own folder off sys.path (its modules' names would shadow
+        # others'), so it is not put there.
+        _enter(request, base_path, script_dir=False)
+        _log_to_stdout()
+        _log_spawn(float(request["started"]))
+        _import_handler(argv)
+        code = _exit_status(lambda: _start_mms_worker(argv, conn_fd))
+    except BaseException:
+        traceback.print_exc()
+    _finish(code)
+
+
+def _set_up(fds: list[int], lifeline_fd: int, keep: tuple[int, ...]) -> int:
+    """Drop what the zygote holds (but ``keep``), take the launcher's streams; return the
+    lifeline's fd."""
+    kept = os.dup(lifeline_fd)
+    _close_all_but({*fds, kept, *keep})
+    _reset_signals()
+    _attach_std_streams(fds)
+    return kept
+
+
+def _close_all_but(keep: set[int]) -> None:
+    # The zygote holds a listening socket per loaded model and a connection per launcher:
+    # closing ranges costs a few system calls however many there are.
+    low = STD_FDS[-1] + 1
+    for fd in sorted(fd for fd in keep if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _reset_signals() -> None:
@@ -63,27 +130,6 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _die_with_launcher(lifeline: int) -> None:
-    """Have the kernel end this process (SIGIO) once the launcher's connection closes.
-
-    MMS's UNLOAD kills the launcher; the zygote then kills this child, but a zygote
-    can die first (and be replaced), so the child watches its launcher itself. The
-    file description is shared with the zygote's socket, which stays blocking: only
-    its owner (this process) and the O_ASYNC flag change.
-    """
-    signal.signal(signal.SIGIO, signal.SIG_DFL)  # its default action ends the process
-    fcntl.fcntl(lifeline, fcntl.F_SETOWN, os.getpid())
-    fcntl.fcntl(lifeline, fcntl.F_SETFL, fcntl.fcntl(lifeline, fcntl.F_GETFL) | os.O_ASYNC)
-    # Closed before O_ASYNC was set: no signal will come for it.
-    with socket.socket(fileno=os.dup(lifeline)) as sock:
-        try:
-            closed = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            closed = False
-    if closed:
-        os._exit(1)
 
 
 def _attach_std_streams(fds: list[int]) -> None:
@@ -109,17 +155,35 @@ def _text_stream(fd: int, mode: str, old: Any, line_buffering: bool) -> io.TextI
                             write_through=bool(getattr(old, "write_through", False)))
 
 
-def _enter(env: dict[str, str], cwd: str, argv: list[str], base_path: list[str]) -> None:
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
+def _enter(request: dict[str, Any], base_path: list[str], script_dir: bool) -> None:
+    env: dict[str, str] = request["env"]
+    argv: list[str] = request["argv"]
+    for key in request["unset"]:
+        del os.environ[key]
+    os.environ.update(request["set"])
+    os.chdir(request["cwd"])
     sys.argv = list(argv)
     # As the interpreter builds it: the script's folder, PYTHONPATH, then the standard
     # library and site-packages (the zygote's own, which are the same interpreter's).
     extra = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [os.path.dirname(os.path.realpath(argv[0])), *extra, *base_path]
+    first = [os.path.dirname(os.path.realpath(argv[0]))] if script_dir else []
+    sys.path[:] = [*first, *extra, *base_path]
     proctitle.set_command_line([sys.executable, *argv])
-    _reset_logging()
+    _set_thread_count(int(request["threads"]))
+
+
+def _log_to_stdout() -> None:
+    """Log as MMS's worker does: INFO and above to stdout, the bare message.
+
+    Without ``logging.basicConfig``, which would set the root logger's level: that clears
+    the cache of every logger, and copies each logger's page into this process.
+    """
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers = [handler]
+    if root.level != logging.INFO:
+        root.setLevel(logging.INFO)
 
 
 def _reset_logging() -> None:
@@ -130,22 +194,15 @@ def _reset_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
-def _set_thread_count() -> None:
+def _set_thread_count(wanted: int) -> None:
     # The zygote ran no torch operation, so no thread pool exists yet; the count set
     # here is what this worker's pools will have (torch read the zygote's env at import).
-    # A fresh worker gets OMP_NUM_THREADS capped at the physical cores (MKL's dynamic
-    # default), so the same cap applies here.
-    import psutil
+    # Setting a count above one starts a pool of threads for torch's mobile kernels at
+    # once: only a count that differs from the zygote's is set.
     import torch
 
-    threads = Settings.from_env().num_threads
-    torch.set_num_threads(min(threads, psutil.cpu_count(logical=False) or threads))
-
-
-def _is_model_worker(script: str) -> bool:
-    # MMS also runs its metrics collector with the workers' Python: its stdout is parsed
-    # as metrics, so nothing of ours may appear there.
-    return os.path.basename(script) == MODEL_WORKER_SCRIPT
+    if wanted and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def _log_spawn(launcher_started: float) -> None:
@@ -161,9 +218,9 @@ def _log_phase(phase: str, seconds: float, detail: str) -> None:
 
 
 def _import_handler(argv: list[str]) -> None:
-    if "--handler" not in argv:
+    spec = option(argv, "--handler")
+    if spec is None:
         return
-    spec = argv[argv.index("--handler") + 1]
     module = spec.split(":", 1)[0].removesuffix(".py").split("/")[-1]  # as MMS's loader does
     preloaded = module in sys.modules
     started = time.monotonic()
@@ -175,9 +232,34 @@ def _import_handler(argv: list[str]) -> None:
     _log_phase("handler import", time.monotonic() - started, f"{module}, {how}")
 
 
-def _run_script(path: str) -> int:
+def _start_mms_worker(argv: list[str], conn_fd: int) -> None:
+    """What MMS's backend does for a connection in the process it forks for it."""
+    from mms.arg_parser import ArgParser
+    from mms.model_service_worker import MXNetModelServiceWorker
+
+    # The backend's own options, read as its parser reads them (the zygote checked that
+    # the socket is a unix one).
+    sock_name = str(option(argv, "--sock-name"))
+    preload = ArgParser.str2bool(option(argv, "--preload-model") or "false")
+    # Its constructor removes the socket at the path it is given (a backend's start), and
+    # logs "Listening on port", the backend's line: it gets a path that does not exist,
+    # and no log.
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.setLevel(logging.WARNING)
     try:
-        runpy.run_path(path, run_name="__main__")
+        worker = MXNetModelServiceWorker("unix", f"{sock_name}.{os.getpid()}", None, None,
+                                         None, preload, option(argv, "--tmp-dir"))
+    finally:
+        for handler in handlers:
+            handler.setLevel(logging.NOTSET)
+    worker.socket_name = sock_name  # what its SIGTERM handler removes, as a stock one's
+    worker.start_worker(socket.socket(fileno=conn_fd))  # ends with sys.exit
+
+
+def _exit_status(run: Callable[[], object]) -> int:
+    try:
+        run()
     except SystemExit as exc:
         return _exit_code(exc.code)
     except BaseException:

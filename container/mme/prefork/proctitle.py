@@ -10,6 +10,7 @@ overwrites that memory through ``/proc/self/mem``. Nothing breaks if that is ref
 from __future__ import annotations
 
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +20,15 @@ _ARG_START_FIELD, _ARG_END_FIELD = 47, 48  # of /proc/self/stat, counted from 0 
 
 
 def _argument_area() -> tuple[int, int]:
-    with open("/proc/self/stat", encoding="ascii") as stat:
-        # The command name, field 1, is in parentheses and may contain spaces.
-        fields = stat.read().rsplit(")", 1)[1].split()
+    # Plain system calls, here and below: the Python objects of text files would be
+    # allocated in (and copy) the zygote's pages that a forked child shares.
+    fd = os.open("/proc/self/stat", os.O_RDONLY)
+    try:
+        stat = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    # The command name, field 1, is in parentheses and may contain spaces.
+    fields = stat.rsplit(b")", 1)[1].split()
     offset = 2  # the fields after ")" start at field 2
     return int(fields[_ARG_START_FIELD - offset]), int(fields[_ARG_END_FIELD - offset])
 
@@ -38,9 +45,11 @@ def set_command_line(argv: list[str]) -> bool:
         # NULs fill the rest: ps shows nothing for them (psutil, empty trailing arguments),
         # and the area must end in a NUL, or Linux reads it as one setproctitle string.
         padded = encoded + b"\0" * (end - start - len(encoded))
-        with open("/proc/self/mem", "r+b", buffering=0) as memory:
-            memory.seek(start)
-            memory.write(padded)
+        memory = os.open("/proc/self/mem", os.O_RDWR)
+        try:
+            os.pwrite(memory, padded, start)
+        finally:
+            os.close(memory)
     except OSError as exc:
         logger.warning("prefork: cannot set the worker's command line: %s", exc)
         return False

@@ -4,8 +4,10 @@ Only the standard library, because the launcher imports this module.
 
 * launcher -> zygote: a 4-byte big-endian length, sent with fds 0, 1 and 2 attached
   (SCM_RIGHTS), then that many bytes of JSON: ``argv``, ``cwd``, ``env``, ``started``.
-* zygote -> launcher: JSON lines, ``{"pid": N}`` once the child runs, then
-  ``{"exit": code}`` or ``{"signal": signo}`` when it ends.
+* zygote -> launcher: text lines, because after the first one a POSIX shell reads them
+  (:mod:`mme.prefork.launcher`): ``pid N`` once the child runs (``pid 0`` when the zygote
+  serves MMS's backend itself, see :mod:`mme.prefork.backend`), then ``exit CODE`` or
+  ``signal SIGNO`` when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import struct
 from typing import Any
 
 STD_FDS = (0, 1, 2)
+PID_REPLY, EXIT_REPLY, SIGNAL_REPLY = "pid", "exit", "signal"
 _LENGTH = struct.Struct(">I")
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # an environment is a few KiB; anything huge is a bug
 
@@ -51,10 +54,27 @@ def receive_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(body), fds
 
 
-def send_reply(sock: socket.socket, reply: dict[str, int]) -> None:
-    """Send one reply line; a launcher that is gone is not an error."""
+def send_reply(sock: socket.socket, kind: str, value: int) -> None:
+    """Send the reply line ``<kind> <value>``; a launcher that is gone is not an error."""
     with contextlib.suppress(OSError):
-        sock.sendall(json.dumps(reply).encode("utf-8") + b"\n")
+        sock.sendall(f"{kind} {value}\n".encode("ascii"))
+
+
+def receive_pid(sock: socket.socket) -> int | None:
+    """The first reply's pid; None when the zygote hung up instead.
+
+    Read a byte at a time: what follows the line is the stand-in's to read, after an exec.
+    """
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            return None
+        line += byte
+    kind, _, value = line.decode("ascii").partition(" ")
+    if kind != PID_REPLY or not value.strip().isdigit():
+        raise ProtocolError(f"expected a pid, got {line!r}")
+    return int(value)
 
 
 def _fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:

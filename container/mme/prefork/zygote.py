@@ -1,10 +1,14 @@
-"""The warm parent: imports the serving stack once, then forks a worker per launcher.
+"""The warm parent: imports the serving stack once, then forks workers for launchers.
 
 Run by `mme serve` as ``python -m mme.prefork.zygote <socket> --argv-room=...`` in
 the server's process group, so that stopping the group stops it and every child.
-One thread, one loop: accept a launcher, fork; reap children and tell each launcher
-how its child ended; kill the child of a launcher that went away (MMS's UNLOAD
-kills the launcher with SIGKILL).
+One thread, one loop:
+
+* accept a launcher; when it starts MMS's backend for a model, serve that backend
+  (:mod:`mme.prefork.backend`) and fork a worker for each connection MMS makes to it;
+  when it runs anything else (MMS's metrics collector), fork a child that runs it;
+* reap children, and tell each launcher how its child ended;
+* end what a launcher stood for once it went away (MMS's UNLOAD kills it).
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import selectors
 import signal
 import socket
+import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NoReturn
 
 from mme.prefork import protocol
-from mme.prefork.child import become_worker
+from mme.prefork.backend import Backend, open_backend
+from mme.prefork.child import become_worker, prepare, serve_connection
 from mme.prefork.preload import preload
 
 logger = logging.getLogger("mme.prefork.zygote")
@@ -30,16 +38,28 @@ logger = logging.getLogger("mme.prefork.zygote")
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 REQUEST_TIMEOUT_S = 10.0
 LISTEN_BACKLOG = 64
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclass
+class Launcher:
+    """A launcher's connection (its stand-in's, after the exec), and what it stands for:
+    a forked child that runs its program, or MMS's backend of one model."""
+
+    conn: socket.socket
+    child: int = 0
+    backend: Backend | None = None
 
 
 @dataclass
 class Zygote:
-    """The listening socket, the SIGCHLD wake-up pipe, and each child's launcher."""
+    """The listening socket, the SIGCHLD wake-up pipe, the launchers and their children."""
 
     listener: socket.socket
     base_path: list[str]
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
-    launchers: dict[int, socket.socket] = field(default_factory=dict)  # child pid -> launcher
+    children: dict[int, Launcher] = field(default_factory=dict)  # a program's pid -> launcher
+    workers: dict[int, Backend] = field(default_factory=dict)  # a worker's pid -> its backend
     wakeup: tuple[int, int] = (-1, -1)
 
     def run(self) -> None:
@@ -57,8 +77,10 @@ class Zygote:
                 elif key.data == "reap":
                     os.read(self.wakeup[0], 4096)
                     self._reap()
+                elif isinstance(key.data, Backend):
+                    self._serve(key.data)
                 else:
-                    self._launcher_gone(key.data, key.fileobj)  # type: ignore[arg-type]
+                    self._launcher_gone(key.data)
 
     def _accept(self) -> None:
         try:
@@ -73,33 +95,52 @@ class Zygote:
             logger.error("prefork: bad request from a launcher: %s", exc)
             conn.close()
             return
+        conn.settimeout(None)
+        prepare(request)
+        launcher = Launcher(conn)
+        launcher.backend = open_backend(request, fds, conn, _peer_pid(conn))
+        if launcher.backend is None:
+            try:
+                launcher.child = self._fork(lambda: become_worker(
+                    request, fds, self.base_path, conn.fileno()))
+            except OSError as exc:
+                logger.error("prefork: cannot fork a worker: %s", exc)
+                conn.close()  # the launcher sees the zygote go and fails the worker's start
+                return
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self.children[launcher.child] = launcher
+        else:
+            self.selector.register(launcher.backend.listener, selectors.EVENT_READ,
+                                   launcher.backend)
+        self.selector.register(conn, selectors.EVENT_READ, launcher)
+        protocol.send_reply(conn, protocol.PID_REPLY, launcher.child)
+
+    def _serve(self, backend: Backend) -> None:
+        """Fork a worker for MMS's next connection to ``backend``."""
+        conn = backend.accept()
+        if conn is None:
+            return
         try:
-            pid = self._fork(request, fds, conn)
+            pid = self._fork(lambda: serve_connection(
+                backend.request, backend.std_fds, self.base_path, backend.stand_in.fileno(),
+                conn.detach()))
         except OSError as exc:
             logger.error("prefork: cannot fork a worker: %s", exc)
-            conn.close()  # the launcher sees the zygote go and fails the worker's start
-            return
+            return  # MMS sees its connection close and tries again
         finally:
-            for fd in fds:
-                os.close(fd)
-        conn.settimeout(None)
-        self.launchers[pid] = conn
-        self.selector.register(conn, selectors.EVENT_READ, pid)
-        protocol.send_reply(conn, {"pid": pid})
+            conn.close()
+        backend.workers.add(pid)
+        self.workers[pid] = backend
 
-    def _fork(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> int:
+    def _fork(self, become: Callable[[], NoReturn]) -> int:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would write the zygote's buffered output again
         pid = os.fork()
         if pid == 0:
-            become_worker(request, fds, self._own_fds(conn), self.base_path, conn.fileno())
+            become()
         return pid
-
-    def _own_fds(self, conn: socket.socket) -> list[int]:
-        fds = [self.listener.fileno(), conn.fileno(), *self.wakeup]
-        fds += [launcher.fileno() for launcher in self.launchers.values()]
-        selector_fd = getattr(self.selector, "fileno", None)
-        return fds + ([selector_fd()] if selector_fd else [])
 
     def _reap(self) -> None:
         while True:
@@ -109,34 +150,68 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            launcher = self.launchers.pop(pid, None)
+            backend = self.workers.pop(pid, None)
+            if backend is not None:
+                _worker_ended(backend, pid)
+                continue
+            launcher = self.children.pop(pid, None)
             if launcher is None:
                 continue  # an orphaned grandchild, reaped as subreaper; nobody waits for it
             if os.WIFSIGNALED(status):
-                protocol.send_reply(launcher, {"signal": os.WTERMSIG(status)})
+                protocol.send_reply(launcher.conn, protocol.SIGNAL_REPLY, os.WTERMSIG(status))
             else:
-                protocol.send_reply(launcher, {"exit": os.waitstatus_to_exitcode(status)})
+                protocol.send_reply(launcher.conn, protocol.EXIT_REPLY,
+                                    os.waitstatus_to_exitcode(status))
             self._forget(launcher)
 
-    def _launcher_gone(self, pid: int, launcher: socket.socket) -> None:
-        # Readable means closed: a launcher never sends after its request.
+    def _launcher_gone(self, launcher: Launcher) -> None:
+        # Readable means closed: a stand-in never sends.
         with contextlib.suppress(OSError):
-            if launcher.recv(1):
+            if launcher.conn.recv(1):
                 return
         self._forget(launcher)
-        if self.launchers.pop(pid, None) is not None:
+        if self.children.pop(launcher.child, None) is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)  # MMS killed the launcher: the worker goes too
+                os.kill(launcher.child, signal.SIGKILL)  # MMS killed the launcher
 
-    def _forget(self, launcher: socket.socket) -> None:
+    def _forget(self, launcher: Launcher) -> None:
+        backend = launcher.backend
+        if backend is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(backend.listener)
+            backend.close()
+            for pid in backend.workers:
+                # As when their own lifeline signals them: each hangs up on MMS, which ends it
+                # the way MMS's own worker ends (see mme.prefork.child).
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGIO)
         with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(launcher)
-        launcher.close()
+            self.selector.unregister(launcher.conn)
+        launcher.conn.close()
+
+
+def _worker_ended(backend: Backend, pid: int) -> None:
+    """Hand the stand-in's lifeline to a worker of the model that is still alive."""
+    backend.workers.discard(pid)
+    if backend.stand_in.fileno() < 0:
+        return  # the backend is closed
+    # The lifeline signals one process (the connection's owner): the last worker forked
+    # took it; when that one ends, another worker of the model (or nobody) takes it back.
+    with contextlib.suppress(OSError):
+        if fcntl.fcntl(backend.stand_in, fcntl.F_GETOWN) == pid:
+            fcntl.fcntl(backend.stand_in, fcntl.F_SETOWN, max(backend.workers, default=0))
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    """The pid of the process at the other end of ``conn`` (the launcher, soon its stand-in)."""
+    pid, _uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
+    return int(pid)
 
 
 def _become_subreaper() -> None:
-    # A worker's own children (MMS forks one per connection) outlive it when it is
-    # killed; as their subreaper the zygote reaps them instead of leaving zombies to init.
+    # A worker's own children outlive it when it is killed; as their subreaper the zygote
+    # reaps them instead of leaving zombies to init.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 

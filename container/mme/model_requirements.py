@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mme.errors import ModelLoadError
-from mme.model_code import code_dir_of
+from mme.model_code import code_dir_of, forget_finder
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +295,7 @@ def activate_requirements(model_dir: str, root: str, timeout_s: int) -> str | No
     code_dir = code_dir_of(model_dir)
     position = sys.path.index(code_dir) + 1 if code_dir in sys.path else 0
     sys.path.insert(position, target)
-    importlib.invalidate_caches()  # the folder may be new since the last import looked
+    forget_finder(target)  # the folder may be new since the last import looked
     return target
 
 

@@ -11,6 +11,8 @@ import importlib
 import logging
 import time
 
+from mme.prefork.heap import fill_free_blocks
+
 logger = logging.getLogger(__name__)
 
 MODULES = (
@@ -23,18 +25,26 @@ MODULES = (
     "mms.model_service_worker",
     "mms.model_loader",
     "mme.handler_service",
+    # Imported by every worker, at start (a text file's codec) or by torch.load:
+    # imported here, their objects are shared instead of allocated again in each worker.
+    "encodings.ascii",
+    "torch.utils.serialization",
 )
 
 
 def preload(modules: tuple[str, ...] = MODULES) -> float:
-    """Import ``modules``, freeze what survives into the permanent GC generation; seconds taken.
+    """Import ``modules``, fill the free memory blocks, freeze what survives into the
+    permanent GC generation; seconds taken.
 
     The freeze keeps the collector from writing to these objects in every child, which
-    would copy their pages and undo the sharing that makes a worker cheap.
+    would copy their pages and undo the sharing that makes a worker cheap; filling the
+    free blocks keeps each child's allocations out of the shared pages
+    (:mod:`mme.prefork.heap`).
     """
     started = time.monotonic()
     for name in modules:
         importlib.import_module(name)
     gc.collect()
+    fill_free_blocks()
     gc.freeze()
     return time.monotonic() - started

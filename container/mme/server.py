@@ -21,6 +21,7 @@ from types import FrameType
 import mms
 from sagemaker_inference import model_server
 
+from mme.capacity import Capacity, raise_limits
 from mme.gateway.app import Gateway, GatewayThread
 from mme.gateway.management import Management
 from mme.gateway.metrics import GatewayMetrics
@@ -150,8 +151,9 @@ class ModelServer:
                               settings.job_queue_size, batch_bytes(settings))
         if metrics:
             metrics.watch(scheduler)  # metrics hook: queue waits, the CPU budget's use
-        self.gateway = Gateway(upstream, Management(upstream, scheduler, self.temp_dir),
-                               scheduler, metrics)
+        self.capacity = Capacity.for_settings(settings)
+        self.gateway = Gateway(upstream, Management(upstream, scheduler, self.temp_dir,
+                                                    self.capacity), scheduler, metrics)
         self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 
@@ -169,6 +171,7 @@ class ModelServer:
                 f"cannot listen on {self.settings.bind_address}:{self.settings.port} "
                 f"(SAGEMAKER_BIND_TO_PORT, MME_BIND_ADDRESS): {exc.strerror or exc}"
             ) from exc
+        raise_limits()  # before MMS and the zygote start: they inherit them
         config_file = os.path.join(self.temp_dir, "mms.properties")
         with open(config_file, "w", encoding="utf-8") as out:
             out.write(mms_properties(self.settings, handler, self.mms_port))
@@ -214,6 +217,8 @@ class ModelServer:
                     f"{self.mms_port} (is Java 17 missing?)"
                 )
             if answers_ping(self.mms_port) and self._workers_ready():
+                zygote = self._zygote.process if self._zygote else None
+                self.capacity.measure(self.process.pid, zygote.pid if zygote else None)
                 self._gateway_thread.set_ready()
                 logger.info("the model server is healthy on http://%s:%d",
                             self.settings.bind_address, self.settings.port)

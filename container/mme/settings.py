@@ -183,6 +183,10 @@ class Settings:
     requirements_timeout_s: int = 0
     worker_mode: str = WORKER_MODES[0]
     metrics_path: str = "/metrics"  # "": no metrics (MME_METRICS=off)
+    # How many models the server holds (mme.capacity): a maximum of the user's (0: only
+    # the system's limits), and the memory a LOAD must leave available.
+    max_loaded_models: int = 0
+    min_available_memory_mb: int = 256
     passthrough_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -221,6 +225,9 @@ class Settings:
             requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
             worker_mode=_worker_mode(env, "MME_WORKER_MODE"),
             metrics_path=_metrics_path(env, "MME_METRICS", "MME_METRICS_PATH"),
+            max_loaded_models=_integer(env, "MME_MAX_LOADED_MODELS", 0, 0, 1_000_000),
+            min_available_memory_mb=_integer(env, "MME_MIN_AVAILABLE_MEMORY_MB", 256, 0,
+                                             1_048_576),
             passthrough_env=dict(env),
         )
 

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import psutil
 
 from mme import worker_records
+from mme.capacity import Capacity
 from mme.gateway.http import Request, Response, error_response
 from mme.gateway.scheduler import Scheduler
 from mme.gateway.upstream import Upstream
@@ -100,10 +101,12 @@ def _check_name(name: object) -> None:
 class Management:
     """LOAD and UNLOAD through the gateway."""
 
-    def __init__(self, upstream: Upstream, scheduler: Scheduler, server_temp_dir: str) -> None:
+    def __init__(self, upstream: Upstream, scheduler: Scheduler, server_temp_dir: str,
+                 capacity: Capacity) -> None:
         self._upstream = upstream
         self._scheduler = scheduler
         self._temp_dir = server_temp_dir
+        self._capacity = capacity
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def load(self, request: Request) -> Response:
@@ -112,7 +115,10 @@ class Management:
             load = parse_load(request)
         except LoadRequestError as exc:
             return error_response(HTTPStatus.BAD_REQUEST, str(exc), "BadRequestException")
-        async with self._one_at_a_time(load.model_name):
+        async with self._capacity.place(load.model_name) as place, \
+                self._one_at_a_time(load.model_name):
+            if place.refusal is not None:  # the next model would pass a limit (mme.capacity)
+                return error_response(HTTPStatus.INSUFFICIENT_STORAGE, place.refusal)
             answer = await self._send_load(load)
             if answer.status == HTTPStatus.CONFLICT and await self._left_without_workers(
                     load.model_name):
@@ -126,6 +132,7 @@ class Management:
             elif answer.status == HTTPStatus.OK:
                 self._scheduler.set_batching(
                     load.model_name, *worker_records.batching(self._temp_dir, load.model_name))
+            place.loaded = answer.status == HTTPStatus.OK
             return answer
 
     async def unload(self, request: Request, model_name: str) -> Response:
@@ -137,6 +144,7 @@ class Management:
                 await _end(model_name, processes, EXIT_LIMIT_S)
                 worker_records.forget(self._temp_dir, model_name)
                 self._scheduler.forget(model_name)
+                self._capacity.release(model_name)
             return answer
 
     @contextlib.asynccontextmanager

@@ -71,9 +71,12 @@ class Backend:
         """Where MMS connects."""
         return str(self.listener.getsockname())
 
-    def close(self) -> None:
-        """Stop accepting and let the streams go. The socket's file stays: MMS removes it,
-        and a backend started again for the model binds the same path."""
+    def close(self, unlink: bool) -> None:
+        """Stop accepting and let the streams go; remove the socket's file when ``unlink``
+        (MMS leaves it, and no backend started again for the model has bound the path)."""
+        if unlink:
+            with contextlib.suppress(OSError):
+                os.remove(self.socket_path)
         self.listener.close()
         for fd in self.std_fds:
             with contextlib.suppress(OSError):

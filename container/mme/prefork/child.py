@@ -254,7 +254,15 @@ def _start_mms_worker(argv: list[str], conn_fd: int) -> None:
         for handler in handlers:
             handler.setLevel(logging.NOTSET)
     worker.socket_name = sock_name  # what its SIGTERM handler removes, as a stock one's
-    worker.start_worker(socket.socket(fileno=conn_fd))  # ends with sys.exit
+    try:
+        worker.start_worker(socket.socket(fileno=conn_fd))  # ends with sys.exit
+    finally:
+        # MMS removes its log pipes after flushing stdout, which fails (and skips that)
+        # when MMS closed its end first: as it does once it unloads the model.
+        for fifo in (worker.out, worker.err):
+            if fifo:
+                with contextlib.suppress(OSError):
+                    os.remove(fifo)
 
 
 def _exit_status(run: Callable[[], object]) -> int:

@@ -60,6 +60,7 @@ class Zygote:
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     children: dict[int, Launcher] = field(default_factory=dict)  # a program's pid -> launcher
     workers: dict[int, Backend] = field(default_factory=dict)  # a worker's pid -> its backend
+    sockets: dict[str, Backend] = field(default_factory=dict)  # a backend's socket -> backend
     wakeup: tuple[int, int] = (-1, -1)
 
     def run(self) -> None:
@@ -112,6 +113,7 @@ class Zygote:
                     os.close(fd)
             self.children[launcher.child] = launcher
         else:
+            self.sockets[launcher.backend.socket_path] = launcher.backend
             self.selector.register(launcher.backend.listener, selectors.EVENT_READ,
                                    launcher.backend)
         self.selector.register(conn, selectors.EVENT_READ, launcher)
@@ -179,7 +181,13 @@ class Zygote:
         if backend is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(backend.listener)
-            backend.close()
+            # MMS starts a model's backend again on the same socket when the last one exited:
+            # the file is the new one's then.
+            path = backend.socket_path
+            ours = self.sockets.get(path) is backend
+            if ours:
+                del self.sockets[path]
+            backend.close(unlink=ours)
             for pid in backend.workers:
                 # As when their own lifeline signals them: each hangs up on MMS, which ends it
                 # the way MMS's own worker ends (see mme.prefork.child).

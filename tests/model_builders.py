@@ -54,3 +54,40 @@ def jpeg_bytes(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="JPEG")
     return out.getvalue()
+
+
+# A tiny model as thousands of them would be served: a 16x4 torch.nn.Linear saved as a
+# state_dict, with the inference.py that builds it; it answers with its name and its output.
+TINY_INFERENCE = """
+import json, os
+import torch
+
+def model_fn(model_dir):
+    layer = torch.nn.Linear(16, 4)
+    layer.load_state_dict(torch.load(os.path.join(model_dir, "model.pth")))
+    return layer.eval()
+
+def transform_fn(model, body, content_type, accept, context):
+    with torch.inference_mode():
+        output = model(torch.tensor(json.loads(body), dtype=torch.float32))
+    return json.dumps({"model": context.model_name, "output": output.tolist()}), accept
+"""
+TINY_WEIGHT = [[0.25 * (row - col) for col in range(16)] for row in range(4)]
+TINY_BIAS = [1.0, -1.0, 0.5, 0.0]
+
+
+def make_tiny_model(model_dir: Path) -> Path:
+    """``model_dir`` with the tiny model (known weights, see :func:`expected_tiny`)."""
+    layer = torch.nn.Linear(16, 4)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(TINY_WEIGHT))
+        layer.bias.copy_(torch.tensor(TINY_BIAS))
+    (model_dir / "code").mkdir(parents=True, exist_ok=True)
+    torch.save(layer.state_dict(), model_dir / "model.pth")
+    (model_dir / "code" / "inference.py").write_text(TINY_INFERENCE)
+    return model_dir
+
+
+def expected_tiny(rows: list[list[float]]) -> list[list[float]]:
+    """What the tiny model answers for ``rows``, computed without torch."""
+    return (np.array(rows) @ np.array(TINY_WEIGHT).T + np.array(TINY_BIAS)).tolist()

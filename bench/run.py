@@ -1,6 +1,6 @@
-"""`make bench`: two benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
+"""`make bench`: three benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
 
-    python -m bench.run [--only workers|traffic] [--out bench/results] [--seconds 4]
+    python -m bench.run [--only workers|traffic|density] [--out bench/results] [--seconds 4]
                         [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
 
 workers: `mme serve` with MMS's stock workers against pre-forked ones: cold LOADs, warm
@@ -9,6 +9,9 @@ traffic: the traffic MME is for, for the stock stack as users run it (the SageMa
   Inference Toolkit's start_model_server) and for `mme serve` with its defaults: 1, 2, 4
   and 8 models under 16 keep-alive clients, one model with 2 workers, sequential p50;
   with the in-process floors (mme-traffic.json, .md, .png; see bench/traffic.py).
+density: tiny models, 1 to --density-models in one prefork server (a few with MMS's stock
+  workers beside): memory, processes, threads, files, LOAD and invoke p50 against the count
+  (density.json, .md, .png; see bench/density.py).
 
 Servers that are compared run at the same time and take turns, so that a busy machine
 slows both alike. Goals are printed, pass or fail; the run never fails on them.
@@ -26,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import models, report, traffic, traffic_report
+from bench import density, models, report, traffic, traffic_report
 from bench.floor import InProcess
 from bench.rounds import interleaved
 from bench.scenarios import (
@@ -46,7 +49,7 @@ from bench.traffic import TrafficOptions
 from tests.model_builders import jpeg_bytes
 
 MODES = ("stock", "prefork")
-PARTS = ("workers", "traffic")
+PARTS = ("workers", "traffic", "density")
 CLIENTS = (1, 4, 16)
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
@@ -74,6 +77,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3,
                         help="traffic: rounds per shape and stack; the median is reported "
                              "(default 3)")
+    parser.add_argument("--density-models", type=int, default=1000,
+                        help="density: tiny models in one prefork server (default 1000)")
+    parser.add_argument("--density-stock", type=int, default=density.STOCK_MODELS,
+                        help=f"density: tiny models with MMS's stock workers (default "
+                             f"{density.STOCK_MODELS}; 0 for none)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="traffic: a previous mme-traffic.json to compare ours with "
                              "(\"today\"); read at start, so it may be the file this run "
@@ -241,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             print(written[1].read_text())
         if args.only in (None, "traffic"):
             written += _traffic(args, root, urls, image, baseline)
+            print(written[-2].read_text())
+        if args.only in (None, "density"):
+            written += density.benchmark(
+                density.DensityOptions(args.density_models, args.density_stock), root,
+                args.out, NOTE)
             print(written[-2].read_text())
     print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")
     return 0

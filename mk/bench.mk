@@ -4,10 +4,12 @@
 #   make bench BENCH_FLAGS="--only traffic --seconds 3 --rounds 1"   MME traffic only, quickly
 #   make bench BENCH_FLAGS="--only workers --skip-resnet-152 --seconds 2"   workers only
 #   make bench BENCH_BASELINE=old/mme-traffic.json   judge "no worse than today" against it
+#   make bench BENCH_FLAGS="--only density --density-models 200"   density only, up to 200 models
 #   make bench BENCH_REPETITIONS=5   more repetitions of the cold-start measurements
 #
 # Results (bench/run.py): bench/results/results.json, results.md, latency.png and memory.png
-# (stock vs pre-forked workers); mme-traffic.json, .md and .png (the stock stack vs ours).
+# (stock vs pre-forked workers); mme-traffic.json, .md and .png (the stock stack vs ours);
+# density.json, .md and .png (up to 1,000 tiny models in one server).
 
 BENCH_REPETITIONS ?= 3
 BENCH_OUT ?= bench/results

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.model_builders import expected_tiny, make_tiny_model
+from tests.prefork.conftest import ready_log
 from tests.server_process import NativeServer
 from tests.soak.census import fd_groups, memory_mib, thread_groups
 
@@ -50,13 +51,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
         yield instance
     finally:
         instance.stop()
-
-
-def _ready(server: NativeServer) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while "the model server is healthy on" not in server.log():
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.1)
 
 
 def _load(session: requests.Session, server: NativeServer, name: str,
@@ -143,7 +137,7 @@ def _settled(server: NativeServer, done: object) -> Snapshot:
 def test_hundreds_of_tiny_models_load_answer_and_unload_leaving_nothing(
     server: NativeServer, tiny: Path
 ) -> None:
-    _ready(server)
+    ready_log(server)
     session = requests.Session()
     # One model first: what MMS and the zygote start once (pools, caches) is then counted
     # in the snapshot before.
@@ -196,7 +190,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
 def test_a_load_past_the_maximum_gets_507_and_loads_once_a_model_is_unloaded(
     limited: NativeServer, tiny: Path
 ) -> None:
-    _ready(limited)
+    ready_log(limited)
     assert f"capacity: up to {MAX_MODELS} models (MME_MAX_LOADED_MODELS)" in limited.log()
     assert "RLIMIT_NOFILE" in limited.log() and "kernel.pid_max" in limited.log()
     session = requests.Session()

@@ -187,7 +187,7 @@ def _panel(draw: ImageDraw.ImageDraw, top: int, title: str, unit: str, counts: l
         tick_x, _ = at(n, high)
         draw.line((tick_x, lower, tick_x, lower + 4), fill="black")
         draw.text((tick_x - 10, lower + 6), f"{n:,}", fill="black", font=_font(11))
-    draw.text((right + 8, lower + 6), "models", fill="black", font=_font(11))
+    draw.text((right + 24, lower + 6), "models", fill="black", font=_font(11))
     draw.text((8, upper - 4), f"{high:.3g} {unit}", fill="black", font=_font(11))
     if log:
         draw.text((8, lower - 12), f"{low:.3g} {unit}", fill="black", font=_font(11))

@@ -2,6 +2,8 @@
 #
 #   docker build -t mme .                       # CPU build of torch (the default)
 #   docker run --rm -p 8080:8080 -v "$PWD/models:/opt/ml/models" mme serve
+#   `mme serve` raises its soft limits to the hard ones itself; for thousands of models raise
+#   the hard ones: docker run --ulimit nofile=1048576:1048576 ... (README: Many small models)
 #
 # Build arguments:
 #   BASE_IMAGE       a Debian bookworm image (CI passes one made with debootstrap)

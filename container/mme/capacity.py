@@ -2,9 +2,8 @@
 
 Thousands of small models meet other limits before memory: every model costs the Java
 frontend (MMS) threads, open files and memory mappings, the zygote open files, and the
-machine processes and threads. Past a limit, MMS cannot start a model's threads (it
-logs an OutOfMemoryError and leaves the model half-registered) or cannot open its files,
-and a LOAD fails or hangs. So `mme serve`
+machine processes and threads. Past a limit, the first sign would be MMS failing to start a
+thread or to open a file in the middle of some LOAD. So `mme serve`
 
 * raises, before MMS and the zygote start, what a process may raise itself (the soft
   limits of open files and processes, to the hard limits; see

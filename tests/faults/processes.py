@@ -31,11 +31,20 @@ def _serves(process: psutil.Process, name: str) -> bool:
 
 
 def model_workers(server: NativeServer, name: str) -> list[psutil.Process]:
-    """The worker processes of model ``name``: MMS forks each from the model's backend."""
+    """The worker processes of model ``name``: the ones MMS does not start itself (it starts
+    the model's backend, which forks them; with prefork workers, a stand-in for the backend,
+    while the zygote forks them)."""
     return [
         process for process in server.descendants()
-        if _live(process) and _serves(process, name) and _serves(process.parent(), name)
+        if _live(process) and _serves(process, name) and not _started_by_mms(process)
     ]
+
+
+def _started_by_mms(process: psutil.Process) -> bool:
+    try:
+        return process.parent().name() == "java"
+    except (psutil.Error, AttributeError):  # no parent any more: it is no worker of ours
+        return True
 
 
 def running_for(model_dir: Path) -> list[psutil.Process]:

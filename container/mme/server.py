@@ -182,7 +182,7 @@ class ModelServer:
         env["MME_LOG4J_LEVEL"] = _log4j_level(self.settings.log_level)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         os.makedirs(env["LOG_LOCATION"], exist_ok=True)
-        logger.info("starting MMS on 127.0.0.1:%d behind %s:%d (handler %s, %s workers, "
+        logger.info("starting MMS on 127.0.0.1:%d behind %s port %d (handler %s, %s workers, "
                     "temp %s)", self.mms_port, self.settings.bind_address, self.settings.port,
                     self.handler_service, self.settings.worker_mode, self.temp_dir)
         python = self._zygote.launcher if self._zygote else sys.executable

@@ -89,8 +89,9 @@ target_models = st.one_of(
 )
 
 
-def _undecodable(body: bytes, content_type: bytes) -> bool:
-    media = content_type.split(b";")[0].strip().lower()
+def _undecodable(body: bytes, content_type: bytes | str) -> bool:
+    raw = content_type.encode("utf-8") if isinstance(content_type, str) else content_type
+    media = raw.split(b";")[0].strip().lower()
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:

@@ -17,9 +17,9 @@ from mme.errors import ModelLoadError, is_out_of_memory, short_message
 from mme.model_code import activate_code_dir
 from mme.model_requirements import RequirementsError, activate_requirements
 from mme.pytorch_defaults import PytorchDefaults
-from mme.settings import Settings
 from mme.thread_share import ThreadShare, granted_threads
 from mme.transformer import ModelTransformer
+from mme.worker_config import WorkerConfig
 from mme.worker_guard import guarded
 from mme.worker_records import record_batching, record_load_failure, record_worker
 
@@ -29,16 +29,16 @@ logger = logging.getLogger(__name__)
 class HandlerService(DefaultHandlerService):
     """Serves one model: its own ``code/`` first on ``sys.path``, PyTorch defaults for the rest."""
 
-    def __init__(self, settings: Settings) -> None:
-        transformer = ModelTransformer(PytorchDefaults(), settings.max_payload_bytes)
+    def __init__(self, config: WorkerConfig) -> None:
+        transformer = ModelTransformer(PytorchDefaults(), config.max_payload_bytes)
         super().__init__(transformer=transformer)
-        self._settings = settings
+        self._config = config
         self._threads = ThreadShare()
 
     @property
-    def settings(self) -> Settings:
-        """The settings this worker was started with."""
-        return self._settings
+    def config(self) -> WorkerConfig:
+        """What the server told this worker."""
+        return self._config
 
     def initialize(self, context: Any) -> None:
         """Load the model; a failure fails the LOAD (507 when memory ran out)."""
@@ -46,13 +46,13 @@ class HandlerService(DefaultHandlerService):
         try:
             code_dir = activate_code_dir(model_dir)
             logger.info("loading model from %s (code: %s)", model_dir, code_dir or "none")
-            activate_requirements(model_dir, self._settings.requirements_dir,
-                                  self._settings.requirements_timeout_s)
+            activate_requirements(model_dir, self._config.requirements_dir,
+                                  self._config.requirements_timeout_s)
             self._threads.before_load()
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
-            record_batching(self._settings.server_temp_dir, context.model_name,
-                            *self._service.batching(self._settings.max_batch_size,
-                                                    self._settings.max_batch_delay_ms))
+            record_batching(self._config.server_temp_dir, context.model_name,
+                            *self._service.batching(self._config.max_batch_size,
+                                                    self._config.max_batch_delay_ms))
         except Exception as exc:
             self._load_failed(context.model_name, model_dir, exc)
             if is_out_of_memory(exc):
@@ -89,7 +89,7 @@ class HandlerService(DefaultHandlerService):
         # pip's output says why requirements failed; our installer's stack trace would bury it.
         trace = None if isinstance(exc, RequirementsError) else exc
         logger.error("model in %s failed to load: %s", model_dir, reason, exc_info=trace)
-        record_load_failure(self._settings.server_temp_dir, model_name, reason)
+        record_load_failure(self._config.server_temp_dir, model_name, reason)
 
 
 _service: HandlerService | None = None
@@ -99,19 +99,19 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
     """MMS entry point: load the model when ``data`` is None, else answer the batch."""
     global _service
     if data is None:
-        settings = Settings.from_env()
-        record_worker(settings.server_temp_dir, context.model_name)
-        timed_out = (f"the LOAD did not finish within {settings.response_timeout_s} s "
+        config = WorkerConfig.from_env()
+        record_worker(config.server_temp_dir, context.model_name)
+        timed_out = (f"the LOAD did not finish within {config.response_timeout_s} s "
                      "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS)")
-        with guarded(f"the LOAD of model {context.model_name}", settings.response_timeout_s,
-                     settings.server_temp_dir,
-                     on_abandon=lambda: record_load_failure(settings.server_temp_dir,
+        with guarded(f"the LOAD of model {context.model_name}", config.response_timeout_s,
+                     config.server_temp_dir,
+                     on_abandon=lambda: record_load_failure(config.server_temp_dir,
                                                             context.model_name, timed_out)):
-            _service = HandlerService(settings)
+            _service = HandlerService(config)
             _service.initialize(context)
         return None
     if _service is None:
         raise ModelLoadError("the model is not loaded")
     with guarded(f"a request to model {context.model_name}",
-                 _service.settings.response_timeout_s, _service.settings.server_temp_dir):
+                 _service.config.response_timeout_s, _service.config.server_temp_dir):
         return _service.handle(data, context)

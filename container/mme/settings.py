@@ -10,7 +10,9 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from mme.worker_config import WorkerConfig
 
 MAX_MMS_PORT = 32766  # MMS refuses to bind above this port (its own, private one)
 MAX_PORT = 65535
@@ -178,7 +180,6 @@ class Settings:
     startup_timeout_s: int = 600
     start_attempts: int = 3
     handler_service: str = ""
-    server_temp_dir: str = ""
     requirements_dir: str = ""
     requirements_timeout_s: int = 0
     worker_mode: str = WORKER_MODES[0]
@@ -187,7 +188,6 @@ class Settings:
     # the system's limits), and the memory a LOAD must leave available.
     max_loaded_models: int = 0
     min_available_memory_mb: int = 256
-    passthrough_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -219,7 +219,6 @@ class Settings:
             startup_timeout_s=_integer(env, "SAGEMAKER_STARTUP_TIMEOUT", 600, 1, 3600),
             start_attempts=_integer(env, "MME_START_ATTEMPTS", 3, 1, 20),
             handler_service=env.get("SAGEMAKER_HANDLER", "").strip(),
-            server_temp_dir=env.get("MME_SERVER_TEMP_DIR", "").strip(),
             requirements_dir=_absolute_dir(env, "MME_REQUIREMENTS_DIR",
                                            os.path.join(base_dir, "model-deps")),
             requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
@@ -228,8 +227,16 @@ class Settings:
             max_loaded_models=_integer(env, "MME_MAX_LOADED_MODELS", 0, 0, 1_000_000),
             min_available_memory_mb=_integer(env, "MME_MIN_AVAILABLE_MEMORY_MB", 256, 0,
                                              1_048_576),
-            passthrough_env=dict(env),
         )
+
+    def worker_config(self, server_temp_dir: str) -> WorkerConfig:
+        """What the workers of a server with the private folder ``server_temp_dir`` get."""
+        return WorkerConfig(
+            server_temp_dir=server_temp_dir, response_timeout_s=self.response_timeout_s,
+            max_payload_bytes=self.max_payload_bytes, num_threads=self.num_threads,
+            requirements_dir=self.requirements_dir,
+            requirements_timeout_s=self.requirements_timeout_s,
+            max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms)
 
     @property
     def models_dir(self) -> str:
@@ -237,8 +244,10 @@ class Settings:
         return os.path.join(self.base_dir, "models")
 
     def worker_environment(self, handler_service: str, temp_dir: str) -> dict[str, str]:
-        """The environment that MMS and its Python workers run with."""
-        env = dict(self.passthrough_env)
+        """The environment that MMS and its Python workers run with: this process's, plus
+        what MMS and the toolkit read, plus the workers' own config."""
+        env = dict(os.environ)
+        env.update(self.worker_config(temp_dir).to_env())
         env.update(
             {
                 "SAGEMAKER_MULTI_MODEL": "true",
@@ -248,10 +257,8 @@ class Settings:
                 "SAGEMAKER_CONTAINER_LOG_LEVEL": str(self.log_level),
                 "OMP_NUM_THREADS": str(self.num_threads),
                 "MKL_NUM_THREADS": str(self.num_threads),
-                "MME_NUM_THREADS": str(self.num_threads),
                 # MMS keeps worker sockets and its pid file in the temp dir: a private one
                 # per server keeps two servers on one host apart.
-                "MME_SERVER_TEMP_DIR": temp_dir,
                 "TEMP": temp_dir,
                 "TMPDIR": temp_dir,
                 "LOG_LOCATION": os.path.join(temp_dir, "logs"),

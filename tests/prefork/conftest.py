@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mme.prefork.zygote_process import ZygoteProcess
+from mme.worker_config import WorkerConfig
 from tests.server_process import NativeServer
 
 READY_WITHIN_S = 120
@@ -21,7 +22,7 @@ def zygote() -> Iterator[ZygoteProcess]:
     """A zygote serving launchers from a private folder (short: it holds a unix socket)."""
     folder = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
     process = ZygoteProcess(folder)
-    process.start({**os.environ, "MME_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    process.start({**os.environ, **WorkerConfig(num_threads=2).to_env(), "OMP_NUM_THREADS": "2"})
     deadline = time.monotonic() + READY_WITHIN_S
     while not process.ready():
         assert time.monotonic() < deadline, "the zygote did not get ready"

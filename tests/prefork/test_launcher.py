@@ -20,6 +20,7 @@ import psutil
 
 from mme.prefork.launcher import write_launcher
 from mme.prefork.zygote_process import ZygoteProcess
+from mme.worker_config import WorkerConfig
 
 WORKER = """
     import json, os, signal, sys, time
@@ -49,7 +50,8 @@ def _script(folder: Path) -> Path:
 
 def _env(**extra: str) -> dict[str, str]:
     # As Settings.worker_environment sets them for every worker.
-    return {**os.environ, "MME_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **extra}
+    return {**os.environ, **WorkerConfig(num_threads=1).to_env(), "OMP_NUM_THREADS": "1",
+            **extra}
 
 
 def _run(launcher: str, script: Path, what: str, cwd: Path,

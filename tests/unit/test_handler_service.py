@@ -6,7 +6,7 @@ import pytest
 
 from mme.errors import ModelLoadError
 from mme.handler_service import HandlerService
-from mme.settings import Settings
+from mme.worker_config import WorkerConfig
 from tests.fakes import FakeContext
 from tests.model_builders import expected_linear, make_model_dir
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("restore_import_state")
 
 
 def load(model_dir: Path, max_payload_bytes: int = 1 << 20) -> tuple[HandlerService, FakeContext]:
-    service = HandlerService(Settings(max_payload_bytes=max_payload_bytes))
+    service = HandlerService(WorkerConfig(max_payload_bytes=max_payload_bytes))
     context = FakeContext(str(model_dir))
     service.initialize(context)
     return service, context

@@ -3,6 +3,7 @@ import logging
 import pytest
 
 from mme.settings import MIB, Settings, SettingsError
+from mme.worker_config import WorkerConfig
 
 
 def test_defaults_follow_sagemaker() -> None:
@@ -75,14 +76,22 @@ def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, says: s
     assert says in str(error.value)
 
 
-def test_worker_environment_isolates_the_temp_folder_and_sets_threads() -> None:
-    settings = Settings.from_env({"MME_NUM_THREADS": "2", "KEEP_ME": "yes"})
+def test_worker_environment_isolates_the_temp_folder_and_sets_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env({"MME_NUM_THREADS": "2"})
+    monkeypatch.setenv("KEEP_ME", "yes")  # the environment passes on to MMS and its workers
     env = settings.worker_environment("mme.handler_service:handle", "/tmp/mme-x")
     assert env["TEMP"] == env["TMPDIR"] == "/tmp/mme-x"
     assert env["OMP_NUM_THREADS"] == "2"
     assert env["SAGEMAKER_MULTI_MODEL"] == "true"
     assert env["SAGEMAKER_HANDLER"] == "mme.handler_service:handle"
     assert env["KEEP_ME"] == "yes"
+    worker = WorkerConfig.from_env(env)  # what the workers read: the server's, not the user's
+    assert (worker.server_temp_dir, worker.num_threads) == ("/tmp/mme-x", 2)
+
+
+def test_a_worker_outside_mme_serve_gets_the_defaults() -> None:
+    assert WorkerConfig.from_env({}) == WorkerConfig()
 
 
 def test_requirements_folder_and_time_limit_defaults() -> None:

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from mme.prefork import lifeline, proctitle
 from mme.prefork.backend import is_model_worker, option
 from mme.prefork.protocol import STD_FDS
-from mme.settings import Settings, SettingsError
+from mme.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,7 @@ def prepare(request: dict[str, Any]) -> None:
     request["set"] = {key: value for key, value in env.items() if os.environ.get(key) != value}
     # A fresh worker gets OMP_NUM_THREADS capped at the physical cores (MKL's dynamic
     # default), so the same cap applies here.
-    try:
-        threads = Settings.from_env(env).num_threads
-    except SettingsError:
-        threads = 0  # the worker's own settings check reports it; the count stays
+    threads = WorkerConfig.from_env(env).num_threads
     request["threads"] = min(threads, _physical_cores() or threads)
 
 

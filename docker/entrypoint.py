@@ -2,8 +2,8 @@
 
 ``serve [ARGS]``  runs ``mme serve ARGS`` and blocks until it exits; its exit status is the
                   container's. SIGTERM/SIGINT are passed on, so the server stops cleanly. A start
-                  that fails (the server exits before ``/ping`` ever answered) is retried a few
-                  times (MME_START_ATTEMPTS, default 3).
+                  that fails (the server says so by its exit status: it never answered
+                  ``/ping``) is retried a few times (MME_START_ATTEMPTS, default 3).
 anything else     is run in place of this script (exec), so its exit status comes back as is.
 """
 
@@ -20,12 +20,11 @@ from types import FrameType
 
 from retrying import retry
 
-from mme.server import answers_ping
+from mme.server import START_FAILED_EXIT
 from mme.settings import Settings, SettingsError
 
 RETRY_WAIT_MS = 2000
 POLL_S = 0.2
-PING_EVERY_S = 0.5
 # The server gives MMS 20 s to stop; SageMaker sends SIGKILL 30 s after SIGTERM.
 KILL_AFTER_S = 25.0
 USAGE_EXIT = 2  # argparse and configuration errors: retrying cannot help
@@ -54,7 +53,6 @@ class Supervisor:
 
     def __init__(self, serve_args: Sequence[str], settings: Settings) -> None:
         self.serve_args = list(serve_args)
-        self.port = settings.port
         self.child: subprocess.Popen[bytes] | None = None
         self.stop_requested_at: float | None = None
         self.attempts = settings.start_attempts
@@ -91,19 +89,13 @@ class Supervisor:
         self.attempt += 1
         command = [sys.executable, "-m", "mme.cli", "serve", *self.serve_args]
         self.child = subprocess.Popen(command)
-        healthy = False
-        next_ping = time.monotonic()
         while (code := self._reap()) is None:
-            now = time.monotonic()
-            if not healthy and now >= next_ping and self.stop_requested_at is None:
-                healthy = answers_ping(self.port)
-                next_ping = now + PING_EVERY_S
             stopping_since = self.stop_requested_at
-            if stopping_since is not None and now - stopping_since > KILL_AFTER_S:
+            if stopping_since is not None and time.monotonic() - stopping_since > KILL_AFTER_S:
                 say(f"the model server did not stop within {KILL_AFTER_S:.0f} s: killing it")
                 self._signal_child(signal.SIGKILL)
             time.sleep(POLL_S)
-        if self.stop_requested_at is None and not healthy and code not in (0, USAGE_EXIT):
+        if self.stop_requested_at is None and code == START_FAILED_EXIT:
             raise StartFailedError(code)
         return code
 

@@ -40,6 +40,8 @@ DRAIN_LIMIT_S = 15.0  # of the grace, what the requests in flight may use before
 DRAIN_SETTLE_POLLS = 3  # nothing in flight this many polls in a row: the drain is over
 POLL_INTERVAL_S = 0.2
 BATCH_OVERHEAD_BYTES = 1024 * 1024  # a batch's index and headers
+START_FAILED_EXIT = 1  # never healthy
+CRASHED_EXIT = 70  # EX_SOFTWARE: MMS ended on its own with a status that would read otherwise
 
 _LOG4J_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN"}
 
@@ -304,7 +306,12 @@ def _signal_group(pgid: int, signo: int) -> None:
 
 
 def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) -> int:
-    """Run MMS until it exits or the process gets SIGTERM/SIGINT; return the exit status."""
+    """Run MMS until it exits or the process gets SIGTERM/SIGINT; return the exit status.
+
+    0: stopped as asked. START_FAILED_EXIT: it never became healthy (a new start may work:
+    the image's entrypoint tries again). Anything else: the server stopped on its own after
+    it had started (MMS's status, 128 + N for signal N).
+    """
     server = ModelServer(settings, handler_service)
 
     def _on_signal(signo: int, _frame: FrameType | None) -> None:
@@ -320,7 +327,7 @@ def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) ->
         if server.stop_requested:
             return 0
         logger.error("%s", exc)
-        return 1
+        return START_FAILED_EXIT
     finally:
         server.stop()
         for signo, handler in previous.items():
@@ -329,4 +336,5 @@ def serve(settings: Settings, handler_service: str = DEFAULT_HANDLER_SERVICE) ->
         logger.info("model server stopped")
         return 0
     logger.error("MMS exited unexpectedly with code %d", code)
-    return 128 - code if code < 0 else code or 1  # killed by signal N: 128 + N, as shells say
+    status = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells say
+    return status if status not in (0, START_FAILED_EXIT) else CRASHED_EXIT

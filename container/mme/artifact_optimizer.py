@@ -5,7 +5,7 @@ Each candidate is built from the original, saved, *loaded back as the server loa
 run on a sample input; it wins only if every run's outputs are within the tolerance of the
 original's (see :func:`largest_difference`). Otherwise the original is packed as it is.
 
-CANDIDATES are in the order of their speed as measured on a 2-vCPU x86 machine (the README
+CANDIDATES are in the order of their speed as measured on a 2-vCPU x86 machine (docs/packaging.md
 has the numbers), so the first that passes is the fastest that is proven. Measured there and
 left out: ``torch.jit.optimize_for_inference`` is faster still in memory, but torch cannot
 save its modules (the saved file does not load), so it is no artifact; a ``torch.export``

@@ -26,8 +26,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="run the multi-model server (what the image runs for `serve`)",
         description="Start Multi Model Server in SageMaker multi-model mode and block until it "
-        "stops. SIGTERM stops it cleanly. Settings come from the environment (see the README's "
-        "configuration table), for example SAGEMAKER_BIND_TO_PORT.",
+        "stops. SIGTERM stops it cleanly. Settings come from the environment (see "
+        "docs/configuration.md), for example SAGEMAKER_BIND_TO_PORT.",
     )
     parser.add_argument(
         "--handler",

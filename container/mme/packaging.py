@@ -207,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pack the model file as it is; by default a TorchScript model.pt "
                         "is replaced by a frozen copy when that copy answers code/"
                         "sample_input.npy (the input of the model's forward, batch included) "
-                        "as the original does, within the tolerance the README states")
+                        "as the original does, within the tolerance docs/packaging.md states")
 
 
 def package(model_dir: Path, output_dir: Path, module: str = "inference", optimize: bool = True,

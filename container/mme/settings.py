@@ -162,7 +162,7 @@ def _threads(env: Mapping[str, str]) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Settings:
-    """The serving core's configuration (see the README's configuration table)."""
+    """The serving core's configuration (see docs/configuration.md)."""
 
     port: int = 8080
     bind_address: str = "127.0.0.1"

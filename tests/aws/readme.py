@@ -1,4 +1,5 @@
-"""The README's "Deploy to SageMaker" section, which the deploy tests hold to its word."""
+"""The deploy guide's "Deploy to SageMaker" section (docs/deploying.md), which the deploy
+tests hold to its word."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "deploying.md"
 SECTION = "## Deploy to SageMaker"
 
 

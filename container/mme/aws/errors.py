@@ -161,7 +161,7 @@ def _explain_client_error(exc: ClientError) -> Failure:
     if code in ACCESS_DENIED_CODES:
         return Failure(
             f"permission denied for {operation}: {message}. The IAM identity in use needs "
-            "this action (see the README's IAM policy for the deploy commands).",
+            "this action (see the IAM policy in docs/deploying.md).",
             EXIT_FAILURE,
         )
     if code in BAD_CREDENTIAL_CODES:

@@ -1,6 +1,6 @@
 """`mme invoke`: the wire format, ModelError, retries on ModelNotReadyException.
 
-A small HTTP server on 127.0.0.1 answers as SageMaker's runtime does (contract section 2),
+A small HTTP server on 127.0.0.1 answers as SageMaker's runtime does (botocore's model),
 in the sequence each test gives it, and records what the real boto3 client sent.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from mme.aws.errors import ModelInvocationError
-from mme.aws.invoke import MAX_BODY_BYTES, InvokeRequest, invoke, runtime_config
+from mme.aws.invoke import InvokeRequest, invoke, runtime_config
 from mme.aws.session import AwsTarget
+from mme.sagemaker_contract import MAX_INVOKE_BODY_BYTES
 from tests.aws.aws_cli import run_mme, text
 from tests.http_threads import LoopbackHTTPServer, serving
 
@@ -193,7 +194,7 @@ def test_invoke_refuses_an_oversized_body_before_sending(runtime: FakeRuntime) -
 
     called = run_mme(
         "invoke", "ep", "--endpoint-url", runtime.url, "--target-model", "m.tar.gz",
-        stdin=b"x" * (MAX_BODY_BYTES + 1),
+        stdin=b"x" * (MAX_INVOKE_BODY_BYTES + 1),
     )  # fmt: skip
 
     assert called.returncode == 2

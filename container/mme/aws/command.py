@@ -14,6 +14,7 @@ from typing import Any
 
 from mme.aws import autoscaling, deployment, errors, invoke, model_store, teardown
 from mme.aws.session import LOCAL_REGION, AwsTarget, quiet_aws_loggers
+from mme.sagemaker_contract import MODEL_CACHE_SETTINGS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -225,7 +226,7 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     )
     parser.add_argument(
         "--model-cache",
-        choices=["Enabled", "Disabled"],
+        choices=MODEL_CACHE_SETTINGS,
         help="MultiModelConfig.ModelCacheSetting (SageMaker's default: Enabled)",
     )
     parser.add_argument("--variant-name", default="AllTraffic", help="default: %(default)s")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,6 @@ from mme.aws.model_store import S3Prefix
 from mme.aws.ownership import (
     CONFIGS,
     HASH_CHARS,
-    MAX_NAME_CHARS,
     MODELS,
     Kind,
     Report,
@@ -44,18 +42,22 @@ from mme.aws.ownership import (
 )
 from mme.aws.resources import config_models, describe_endpoint, describe_endpoint_config, exists
 from mme.aws.session import Client
+from mme.sagemaker_contract import (
+    ENV_NAME,
+    INSTANCE_TYPE,
+    MAX_ENV_CHARS,
+    MAX_ENV_ENTRIES,
+    METRICS_FREQUENCIES_S,
+    METRICS_PATH,
+    MODEL_CACHE_SETTINGS,
+    ROLE_ARN,
+    STARTUP_HEALTH_CHECK_S,
+    VOLUME_SIZE_GB,
+    is_valid_name,
+)
 from mme.settings import Settings, SettingsError
 
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
-ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-MAX_ENV_ENTRIES = 100
-MAX_ENV_CHARS = 1024
-# ContainerMetricsConfig: SageMaker's publish intervals and its pattern for the path.
-METRICS_FREQUENCIES_S = (10, 30, 60, 120, 180, 240, 300)
-METRICS_PATH = re.compile(r"^/(?!.*\.\.)[a-zA-Z0-9/_.\-]{1,255}$")
 METRICS_PATH_VAR = "MME_METRICS_PATH"
-ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
 IN_SERVICE = "InService"
 FAILED = "Failed"
 BUSY = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
@@ -105,12 +107,11 @@ class DeploySpec:
             )
         if self.instance_count < 1:
             raise UsageError("--instance-count must be at least 1")
-        if self.volume_size_gb is not None and not 1 <= self.volume_size_gb <= 512:
-            raise UsageError("--volume-size must be 1..512 GB")
-        if self.startup_timeout_s is not None and not 60 <= self.startup_timeout_s <= 3600:
-            raise UsageError("--startup-timeout must be 60..3600 seconds")
-        if self.model_cache not in (None, "Enabled", "Disabled"):
-            raise UsageError("--model-cache must be Enabled or Disabled")
+        _check_range("--volume-size", self.volume_size_gb, VOLUME_SIZE_GB, "GB")
+        _check_range("--startup-timeout", self.startup_timeout_s, STARTUP_HEALTH_CHECK_S,
+                     "seconds")
+        if self.model_cache not in (None, *MODEL_CACHE_SETTINGS):
+            raise UsageError(f"--model-cache must be {' or '.join(MODEL_CACHE_SETTINGS)}")
         check_environment(self.environment)
         self._check_metrics()
 
@@ -151,9 +152,15 @@ class Deployment:
     action: str  # "created", "updated" or "unchanged"
 
 
+def _check_range(option: str, value: int | None, bounds: tuple[int, int], unit: str) -> None:
+    low, high = bounds
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{option} must be {low}..{high} {unit}")
+
+
 def check_endpoint_name(name: str) -> None:
     """Refuse an endpoint name that SageMaker would refuse."""
-    if len(name) > MAX_NAME_CHARS or not NAME_PATTERN.match(name):
+    if not is_valid_name(name):
         raise UsageError(
             f"endpoint name {name!r} must be 1-63 letters, digits and hyphens, "
             "starting and ending with a letter or digit"
@@ -177,7 +184,7 @@ def check_environment(environment: Mapping[str, str]) -> None:
     if len(environment) > MAX_ENV_ENTRIES:
         raise UsageError(f"at most {MAX_ENV_ENTRIES} environment variables are allowed")
     for key, value in environment.items():
-        if not ENV_KEY.match(key) or len(key) > MAX_ENV_CHARS:
+        if not ENV_NAME.match(key) or len(key) > MAX_ENV_CHARS:
             raise UsageError(f"environment variable name {key!r} is not valid")
         if len(value) > MAX_ENV_CHARS:
             raise UsageError(f"the value of {key} is longer than {MAX_ENV_CHARS} characters")

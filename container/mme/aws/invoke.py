@@ -17,8 +17,8 @@ from botocore.handlers import disable_signing
 from mme.aws.errors import DeployCommandError, ModelInvocationError, UsageError
 from mme.aws.model_store import check_target_model
 from mme.aws.session import Client, is_loopback
+from mme.sagemaker_contract import MAX_INVOKE_BODY_BYTES
 
-MAX_BODY_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's limit; botocore does not check it
 READ_TIMEOUT_S = 70  # SageMaker answers within 60 s; AWS recommends 70 s on the client
 DEFAULT_RETRIES = 4
 
@@ -38,10 +38,10 @@ class InvokeRequest:
     def validate(self) -> None:
         """Raise UsageError for what the service would reject anyway."""
         check_target_model(self.target_model)
-        if len(self.body) > MAX_BODY_BYTES:
+        if len(self.body) > MAX_INVOKE_BODY_BYTES:
             raise UsageError(
                 f"the body is {len(self.body)} bytes; InvokeEndpoint takes at most "
-                f"{MAX_BODY_BYTES} (6 MiB)"
+                f"{MAX_INVOKE_BODY_BYTES} (6 MiB)"
             )
 
     def parameters(self) -> dict[str, object]:

@@ -6,7 +6,6 @@ object changes, so an existing key is never overwritten unless the caller insist
 
 from __future__ import annotations
 
-import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,15 +15,12 @@ from pathlib import Path
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 
+from mme import sagemaker_contract as contract
 from mme.aws.errors import DeployCommandError, ModelExistsError, UsageError, raise_in_context
 from mme.aws.progress import ProgressBar
 from mme.aws.session import Client
 
-S3_SCHEME = "s3://"
-MAX_URL_CHARS = 1024  # ContainerDefinition.ModelDataUrl and TargetModel both stop at 1024
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # boto3 switches to multipart uploads at this size
-NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 class BucketNotFoundError(DeployCommandError):
@@ -42,17 +38,19 @@ class S3Prefix:
     def parse(cls, url: str) -> S3Prefix:
         """Validate ``url`` as a multi-model prefix; raises UsageError saying what is wrong."""
         example = "such as s3://my-bucket/models/"
-        if not url.startswith(S3_SCHEME):
-            raise UsageError(f"model data URL {url!r} must be an s3:// URL, {example}")
+        try:
+            bucket, key_prefix = contract.split_s3_url(url)
+        except ValueError:
+            raise UsageError(f"model data URL {url!r} must be an s3:// URL, {example}") from None
         if not url.endswith("/"):
             raise UsageError(
                 f"model data URL {url!r} must end with '/': a multi-model endpoint reads "
                 f"<prefix><TargetModel>, so the prefix is a folder, {example}"
             )
-        if len(url) > MAX_URL_CHARS:
-            raise UsageError(f"model data URL is {len(url)} characters; the limit is 1024")
-        bucket, _, key_prefix = url[len(S3_SCHEME) :].partition("/")
-        if not BUCKET_NAME.match(bucket):
+        limit = contract.MAX_MODEL_DATA_URL_CHARS
+        if len(url) > limit:
+            raise UsageError(f"model data URL is {len(url)} characters; the limit is {limit}")
+        if not contract.BUCKET_NAME.match(bucket):
             raise UsageError(f"model data URL {url!r} does not name a valid S3 bucket")
         if "//" in key_prefix:
             raise UsageError(f"model data URL {url!r} has an empty folder name ('//')")
@@ -61,7 +59,7 @@ class S3Prefix:
     @property
     def url(self) -> str:
         """The prefix as an s3:// URL, as CreateModel's ModelDataUrl wants it."""
-        return f"{S3_SCHEME}{self.bucket}/{self.key_prefix}"
+        return f"{contract.S3_SCHEME}{self.bucket}/{self.key_prefix}"
 
     def key(self, target_model: str) -> str:
         """The S3 key that serves ``target_model``."""
@@ -102,19 +100,19 @@ def plan_uploads(paths: Sequence[Path], name: str | None) -> list[ModelUpload]:
 
 def check_target_model(target_model: str) -> None:
     """Refuse names that InvokeEndpoint's TargetModel cannot carry, or that escape the prefix."""
-    if not target_model or len(target_model) > MAX_URL_CHARS:
-        raise UsageError("a TargetModel name must be 1 to 1024 characters")
-    if not target_model.isprintable() or target_model[0].isspace():
-        raise UsageError(f"TargetModel {target_model!r} must be printable, without leading space")
-    parts = target_model.split("/")
-    if target_model.startswith("/") or "" in parts or ".." in parts or "." in parts:
+    problem = contract.target_model_problem(target_model)
+    if problem is not None:
+        raise UsageError(f"a TargetModel name {problem}")
+    problem = contract.target_model_key_problem(target_model)
+    if problem is not None:
         raise UsageError(
-            f"TargetModel {target_model!r} must be a relative path like team-a/m.tar.gz"
+            f"TargetModel {target_model!r} must be a relative path like team-a/m.tar.gz: "
+            f"it {problem}"
         )
-    if not target_model.endswith(".tar.gz"):
-        raise UsageError(
-            f"TargetModel {target_model!r} must end with .tar.gz, as SageMaker expects"
-        )
+    suffix = contract.ARCHIVE_SUFFIX
+    if not target_model.endswith(suffix):
+        raise UsageError(f"TargetModel {target_model!r} must end with {suffix}, as SageMaker "
+                         "expects")
 
 
 def _check_archive(path: Path) -> None:
@@ -162,7 +160,7 @@ def upload_models(
             raise_in_context(exc, before=where, after=done)
         if bar is not None:
             bar.finish()
-        urls.append(f"{S3_SCHEME}{prefix.bucket}/{key}")
+        urls.append(f"{contract.S3_SCHEME}{prefix.bucket}/{key}")
     return urls
 
 
@@ -182,7 +180,7 @@ def _exists(s3: Client, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
+        if contract.s3_error_code(exc) in contract.S3_MISSING_OBJECT_CODES:
             return False
         raise
     return True
@@ -210,7 +208,7 @@ def _missing_bucket(s3: Client, bucket: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+        if contract.s3_error_code(exc) != contract.S3_MISSING_BUCKET_CODE:
             raise
         raise BucketNotFoundError(
             f"bucket {bucket} does not exist: create it in the endpoint's region first "

@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 
 from mme.aws.resources import config_models, deleted, describe_endpoint_config, is_not_found
 from mme.aws.session import Client
+from mme.sagemaker_contract import MAX_NAME_CHARS
 
 TAG_KEY = "mme:endpoint"
-MAX_NAME_CHARS = 63
 HASH_CHARS = 10
 
 Report = Callable[[str], None]

@@ -21,6 +21,7 @@ from mme.endpoint.container_api import Answer, ContainerClient, ContainerTimeout
 from mme.endpoint.errors import EndpointError, ModelError, PayloadTooLargeError
 from mme.endpoint.metrics import PROMETHEUS_TYPE, CallRecord, Metrics
 from mme.endpoint.registry import Lease, ModelRegistry
+from mme.sagemaker_contract import MAX_INVOKE_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,9 @@ class EndpointApp:
             length = wire.body_length(content_length, chunked)
         except EndpointError as error:
             return b"", error
-        if length > wire.MAX_BODY_BYTES:
+        if length > MAX_INVOKE_BODY_BYTES:
             too_large = PayloadTooLargeError(
-                f"HTTP content length exceeded {wire.MAX_BODY_BYTES} bytes.")
+                f"HTTP content length exceeded {MAX_INVOKE_BODY_BYTES} bytes.")
             too_large.close_connection = not _discard(body, length)
             return b"", too_large
         return body.read(length), None

@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from mme.endpoint.errors import InternalDependencyError, ValidationError
+from mme.sagemaker_contract import (
+    ARCHIVE_SUFFIX,
+    S3_DENIED_CODES,
+    S3_MISSING_BUCKET_CODE,
+    S3_MISSING_OBJECT_CODES,
+    S3_SCHEME,
+    s3_error_code,
+    split_s3_url,
+    target_model_key_problem,
+)
 
 logger = logging.getLogger(__name__)
 
 COPY_CHUNK_BYTES = 1024 * 1024
-ARCHIVE_SUFFIX = ".tar.gz"
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
-_DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
 
 
 class ArtifactStore(Protocol):
@@ -51,21 +58,6 @@ def _copy_bounded(source: BinaryIO, destination: Path, max_bytes: int, url: str)
     return copied
 
 
-def _not_a_plain_key(target_model: str) -> str | None:
-    """Why a folder cannot hold ``target_model`` as S3 would hold that key; None if it can.
-
-    In S3 a key is a plain string: ``/a.tar.gz``, ``./a.tar.gz`` and ``sub/../a.tar.gz``
-    are keys of their own, not ``a.tar.gz``. A file system would resolve them, to a file
-    inside the prefix or outside it, so such a TargetModel finds nothing here either.
-    """
-    if target_model.startswith("/"):
-        return "starts with '/'; a TargetModel is a path relative to the ModelDataUrl prefix"
-    if {"", ".", ".."} & set(target_model.split("/")):
-        return ("has an empty, '.' or '..' part; it would be another key in S3, so it is "
-                "not resolved here")
-    return None
-
-
 class LocalStore:
     """Archives in a local folder: the prefix is the folder, TargetModel a path inside it."""
 
@@ -78,7 +70,7 @@ class LocalStore:
 
     def _path(self, target_model: str) -> Path:
         url = self.url(target_model)
-        problem = _not_a_plain_key(target_model)
+        problem = target_model_key_problem(target_model)
         if problem is not None:
             raise ValidationError(f"Could not find model data at {url}: TargetModel "
                                   f"{target_model!r} {problem}.")
@@ -103,21 +95,6 @@ class LocalStore:
         return [str(p.relative_to(self.root)) for p in found[:limit]]
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` → (bucket, prefix); the prefix keeps its trailing slash."""
-    if not url.startswith("s3://") or len(url) <= len("s3://"):
-        raise ValueError(f"{url!r} is not an s3://bucket/prefix URL")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not bucket:
-        raise ValueError(f"{url!r} names no bucket")
-    return bucket, prefix
-
-
-def _error_code(exc: Exception) -> str:
-    response: dict[str, Any] = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 class S3Store:
     """Archives under an S3 prefix, read with boto3 (any S3-compatible store via endpoint_url)."""
 
@@ -128,7 +105,7 @@ class S3Store:
 
     def url(self, target_model: str) -> str:
         """``s3://bucket/prefix`` + TargetModel."""
-        return f"s3://{self.bucket}/{self.prefix}{target_model}"
+        return f"{S3_SCHEME}{self.bucket}/{self.prefix}{target_model}"
 
     def fetch(self, target_model: str, destination: Path, max_bytes: int) -> int:
         """Stream the object to ``destination``; a missing key is a ValidationError."""
@@ -142,10 +119,10 @@ class S3Store:
             with answer["Body"] as body:
                 return _copy_bounded(body, destination, max_bytes, url)
         except ClientError as exc:
-            code = _error_code(exc)
-            if code in _MISSING_CODES:
+            code = s3_error_code(exc)
+            if code in S3_MISSING_OBJECT_CODES or code == S3_MISSING_BUCKET_CODE:
                 raise ValidationError(f"Could not find model data at {url}.") from exc
-            if code in _DENIED_CODES:
+            if code in S3_DENIED_CODES:
                 raise ValidationError(f"Access denied to model data at {url}.") from exc
             raise InternalDependencyError(f"Could not read {url}: {exc}") from exc
         except BotoCoreError as exc:
@@ -167,11 +144,13 @@ class S3Store:
 
 def open_store(model_data_url: str, s3_endpoint_url: str | None, region: str) -> ArtifactStore:
     """The store for ``model_data_url``: ``s3://bucket/prefix`` or a local folder."""
-    if model_data_url.startswith("s3://"):
+    if model_data_url.startswith(S3_SCHEME):
         import boto3
         from botocore.config import Config
 
-        bucket, prefix = parse_s3_url(model_data_url)
+        bucket, prefix = split_s3_url(model_data_url)
+        if not bucket:
+            raise ValueError(f"{model_data_url!r} names no bucket")
         if prefix and not prefix.endswith("/"):
             logger.warning("ModelDataUrl %s does not end with '/': TargetModel is appended to it "
                            "as is, as SageMaker does", model_data_url)

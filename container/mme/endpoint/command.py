@@ -23,6 +23,7 @@ from mme.endpoint.metrics import Metrics
 from mme.endpoint.registry import ModelRegistry, RegistryConfig, clean_models_root
 from mme.packaging import EXAMPLES
 from mme.ports import free_port
+from mme.sagemaker_contract import MODEL_CACHE_SETTINGS
 from mme.settings import MIB
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def _add_cache_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-mb", type=int, default=16384, metavar="MB",
                         help="largest archive, and largest extracted model, accepted "
                         "(default 16384); bigger ones are refused with ValidationError")
-    parser.add_argument("--model-cache-setting", choices=("Enabled", "Disabled"),
+    parser.add_argument("--model-cache-setting", choices=MODEL_CACHE_SETTINGS,
                         default="Enabled",
                         help="MultiModelConfig.ModelCacheSetting: Disabled unloads and deletes "
                         "each model right after its call (default Enabled)")

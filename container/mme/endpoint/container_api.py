@@ -1,4 +1,4 @@
-"""A client for the container's multi-model API (docs/contract.md section 1.3).
+"""A client for the container's multi-model API (LOAD, LIST, UNLOAD, INVOKE), as SageMaker's.
 
 Only the status and body of each answer are returned; deciding what a status means
 is the caller's job. A container that cannot be reached is a ServiceUnavailableError

@@ -1,6 +1,6 @@
 """CloudWatch's multi-model endpoint metrics, kept in memory and served as Prometheus text.
 
-Names and units follow SageMaker's (docs/contract.md section 3): times are in
+Names and units follow CloudWatch's multi-model endpoint metrics: times are in
 microseconds; ModelCacheHit and the Invocation*Errors are 1 or 0 per call, so their
 average is a ratio. Each call also gets one log line with the phases it went through.
 

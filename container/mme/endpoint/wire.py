@@ -1,6 +1,7 @@
 """InvokeEndpoint on the wire: routes, request validation, and responses botocore parses.
 
-Ground truth is botocore's ``sagemaker-runtime`` model (see docs/contract.md section 2).
+Ground truth is botocore's ``sagemaker-runtime`` model; its limits are in
+:mod:`mme.sagemaker_contract`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from mme.endpoint.errors import (
     NotFoundError,
     ValidationError,
 )
+from mme.sagemaker_contract import is_valid_name, target_model_problem
 
-MAX_BODY_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's documented limit (6291456)
-MAX_TARGET_MODEL_CHARS = 1024
 TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
@@ -30,7 +30,6 @@ ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 FORWARDED_HEADERS = ("Content-Type", "Accept", CUSTOM_ATTRIBUTES_HEADER, TARGET_MODEL_HEADER,
                      INFERENCE_ID_HEADER)
 _ENDPOINT_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
-_ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 @dataclass(frozen=True)
@@ -84,24 +83,22 @@ def check_endpoint(name: str | None, expected: str) -> str:
     """The endpoint name, which must be ours (a call without one in the path is ours too)."""
     if name is None:
         return expected
-    if name != expected or not _ENDPOINT_NAME.match(name):
+    if name != expected or not is_valid_name(name):
         raise ValidationError(f"Endpoint {name} of account 000000000000 not found.")
     return name
 
 
 def check_target_model(value: str | None, request_id: str, endpoint_name: str) -> str:
-    """The TargetModel header's value: present, at most 1024 printable characters."""
+    """The TargetModel header's value: present, and one that InvokeEndpoint takes."""
     if value is None or value == "":
         raise ValidationError(
             f"Request {request_id} is missing a target model header. Endpoint "
             f"{endpoint_name} is a multi-model endpoint: set TargetModel "
             f"({TARGET_MODEL_HEADER})."
         )
-    if len(value) > MAX_TARGET_MODEL_CHARS or value[0].isspace() or not value.isprintable():
-        raise ValidationError(
-            f"TargetModel must be 1 to {MAX_TARGET_MODEL_CHARS} printable characters and must "
-            "not start with a space."
-        )
+    problem = target_model_problem(value)
+    if problem is not None:
+        raise ValidationError(f"TargetModel {problem}.")
     return value
 
 
@@ -125,7 +122,7 @@ def success_response(body: bytes, content_type: str | None, variant: str,
 
 
 def error_response(error: EndpointError, request_id: str) -> Response:
-    """The answer for ``error``, in the form botocore parses (contract section 2.4)."""
+    """The answer for ``error``, in the form botocore parses for InvokeEndpoint's errors."""
     document = {**error.extra, "Message": error.message}
     headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
     if error.code:

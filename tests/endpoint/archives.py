@@ -43,6 +43,15 @@ def pack(folder: Path, archive: Path) -> Path:
     return archive
 
 
+def files_archive(archive: Path, files: dict[str, bytes]) -> Path:
+    """A tar.gz that holds ``files`` ({name: content}), for tests that load no model."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in files.items():
+            _add_bytes(tar, name, data)
+    return archive
+
+
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)

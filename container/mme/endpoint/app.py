@@ -19,7 +19,8 @@ from typing import Any
 from mme.endpoint import wire
 from mme.endpoint.container_api import Answer, ContainerClient, ContainerTimeoutError
 from mme.endpoint.errors import EndpointError, ModelError, PayloadTooLargeError
-from mme.endpoint.metrics import PROMETHEUS_TYPE, CallRecord, Metrics
+from mme.endpoint.loader import LoadFailedError
+from mme.endpoint.metrics import PROMETHEUS_TYPE, CallRecord, Metrics, elapsed_us
 from mme.endpoint.registry import Lease, ModelRegistry
 from mme.sagemaker_contract import MAX_INVOKE_BODY_BYTES
 
@@ -122,42 +123,31 @@ class EndpointApp:
                 EndpointError(f"Internal failure (request {request_id}); see the endpoint log."),
                 request_id)
         record.status = response.status
-        record.total_us = (time.monotonic_ns() - started) // 1000
+        record.total_us = elapsed_us(started)
         self.metrics.record_call(record, counted=counted)
         return response
 
     def _invoke(self, record: CallRecord, payload: bytes, forwarded: dict[str, str],
                 request_id: str) -> wire.Response:
-        assert record.target_model is not None
-        for attempt in (1, 2):
-            try:
-                lease = self.registry.acquire(record.target_model)
-            except ModelError as error:
-                # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
-                record.model_status = error.original_status
-                record.model_name = self.registry.model_id(record.target_model)
-                raise
-            self._note_lease(record, lease)
-            try:
-                answer = self._call_model(record, lease, payload, forwarded)
-                if attempt == 1 and (answer.status == 404 or (
-                        answer.status == 503 and self.registry.outdated(lease))):
-                    # The container lost the model (restarted, or evicted meanwhile): reload
-                    # once, unless another call is doing so already (then wait for it).
-                    self.registry.invalidate(lease)
-                    continue
-            finally:
-                self.registry.release(lease)
-            if 200 <= answer.status < 300:
-                return wire.success_response(
-                    answer.body, answer.headers.get("content-type"), self.config.variant_name,
-                    answer.headers.get(wire.CUSTOM_ATTRIBUTES_HEADER.lower()), request_id)
-            raise ModelError(answer.status, answer.message(), self.config.log_stream_arn)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        target_model = record.target_model
+        assert target_model is not None
+        try:
+            answer = self.registry.serve(
+                target_model, lambda lease: self._call_model(record, lease, payload, forwarded))
+        except LoadFailedError as failed:
+            # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
+            record.model_status = failed.status
+            record.model_name = self.registry.model_id(target_model)
+            raise ModelError(failed.status, failed.message, self.config.log_stream_arn) from failed
+        if 200 <= answer.status < 300:
+            return wire.success_response(
+                answer.body, answer.headers.get("content-type"), self.config.variant_name,
+                answer.headers.get(wire.CUSTOM_ATTRIBUTES_HEADER.lower()), request_id)
+        raise ModelError(answer.status, answer.message(), self.config.log_stream_arn)
 
     @staticmethod
     def _note_lease(record: CallRecord, lease: Lease) -> None:
-        record.model_name = lease.entry.model_id
+        record.model_name = lease.model_id
         if record.cache_hit is None:
             record.cache_hit = lease.cache_hit
         record.wait_us = (record.wait_us or 0) + lease.wait_us
@@ -167,16 +157,17 @@ class EndpointApp:
 
     def _call_model(self, record: CallRecord, lease: Lease, payload: bytes,
                     forwarded: dict[str, str]) -> Answer:
+        self._note_lease(record, lease)
         started = time.monotonic_ns()
         try:
-            answer = self.container.invoke(lease.entry.model_id, payload, forwarded)
+            answer = self.container.invoke(lease.model_id, payload, forwarded)
         except ContainerTimeoutError as exc:
             record.model_status = 504
             raise ModelError(
                 504, f"Your invocation timed out while waiting for a response from the "
                 f"container ({exc}).", self.config.log_stream_arn) from exc
         finally:
-            record.model_latency_us = (time.monotonic_ns() - started) // 1000
+            record.model_latency_us = elapsed_us(started)
         record.model_status = answer.status
         return answer
 

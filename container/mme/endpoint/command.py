@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 from mme.endpoint.app import EndpointApp, EndpointConfig, EndpointHTTPServer
 from mme.endpoint.artifacts import ArtifactStore, open_store
 from mme.endpoint.container_api import ContainerClient, ContainerTimeoutError
+from mme.endpoint.disk_cache import DiskCache
 from mme.endpoint.errors import EndpointError
 from mme.endpoint.extraction import ExtractionLimits
+from mme.endpoint.loader import ModelLoader
 from mme.endpoint.metrics import Metrics
-from mme.endpoint.registry import ModelRegistry, RegistryConfig, clean_models_root
+from mme.endpoint.registry import ModelRegistry, RegistryConfig
 from mme.packaging import EXAMPLES
 from mme.ports import free_port
 from mme.sagemaker_contract import MODEL_CACHE_SETTINGS
@@ -149,19 +151,17 @@ def _wait_for_container(container: ContainerClient, timeout_s: float) -> None:
 
 
 def _registry(args: argparse.Namespace, store: ArtifactStore, container: ContainerClient,
-              container_models_dir: str, metrics: Metrics, arn: str) -> ModelRegistry:
+              container_models_dir: str, metrics: Metrics) -> ModelRegistry:
+    disk = DiskCache(Path(args.cache_dir).resolve(), budget_bytes=args.cache_max_mb * MIB,
+                     limits=ExtractionLimits(max_bytes=args.max_model_mb * MIB))
+    disk.remove_leftovers()
     config = RegistryConfig(
-        models_root=Path(args.cache_dir).resolve(),
-        container_models_dir=container_models_dir,
-        limits=ExtractionLimits(max_bytes=args.max_model_mb * MIB),
-        cache_max_bytes=args.cache_max_mb * MIB,
         max_loaded_models=args.max_loaded_models,
         load_wait_s=args.invocation_timeout,
         cache_enabled=args.model_cache_setting == "Enabled",
-        log_stream_arn=arn,
     )
-    clean_models_root(config.models_root)
-    return ModelRegistry(store, container, config, metrics)
+    return ModelRegistry(store, disk, ModelLoader(container, container_models_dir, metrics),
+                         config, metrics)
 
 
 def _hints(url: str, name: str, examples: list[str]) -> str:
@@ -255,7 +255,7 @@ def run_endpoint(args: argparse.Namespace) -> int:
         arn = f"arn:aws:logs:{region}:000000000000:log-group:/aws/sagemaker/Endpoints/" \
               f"{args.endpoint_name}"
         metrics = Metrics(args.endpoint_name, args.variant_name)
-        registry = _registry(args, store, container, models_dir, metrics, arn)
+        registry = _registry(args, store, container, models_dir, metrics)
         httpd.app = EndpointApp(EndpointConfig(args.endpoint_name, args.variant_name, arn),
                                 registry, container, metrics)
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host

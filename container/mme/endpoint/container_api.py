@@ -103,10 +103,6 @@ class ContainerClient:
             path = f"/models?next_page_token={quote(str(token))}"
         return names
 
-    def describe(self, model_name: str) -> int:
-        """The status of DESCRIBE: ``GET /models/<name>`` (200 registered, 404 not)."""
-        return self.request("GET", f"/models/{quote(model_name)}", 10.0).status
-
     def load(self, model_name: str, url: str) -> Answer:
         """LOAD: ``POST /models`` with the model's name and folder."""
         body = json.dumps({"model_name": model_name, "url": url}).encode("utf-8")

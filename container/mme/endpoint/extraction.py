@@ -21,6 +21,7 @@ from pathlib import Path
 from mme.endpoint.errors import ValidationError
 
 DEFAULT_MAX_MEMBERS = 100_000
+STAGING_PREFIX = ".extracting-"  # the folder an archive is extracted into, beside its target
 
 
 class UnsafeArchiveError(ValidationError):
@@ -112,7 +113,7 @@ def extract_archive(archive: Path, target: Path, limits: ExtractionLimits) -> in
     nothing of it is left on disk.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".extracting-", dir=target.parent)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target.parent)
     root = os.path.realpath(staging)
     try:
         total = _extract_members(archive, root, limits)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -46,6 +47,11 @@ RESPONSES = "mme_endpoint_responses"  # the text format adds _total to a counter
 ENDPOINT_LABELS = ["EndpointName", "VariantName"]
 MODEL_LABELS = ["target_model", "model_name"]
 PROMETHEUS_TYPE = CONTENT_TYPE
+
+
+def elapsed_us(started_ns: int) -> int:
+    """Microseconds since ``started_ns``, a reading of ``time.monotonic_ns()``."""
+    return (time.monotonic_ns() - started_ns) // 1000
 
 
 class ModelLabels(NamedTuple):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the container image in CI, with podman standing in for Docker (see docs: environment.md).
+# Build the container image in CI, with podman standing in for Docker (no Docker engine here).
 #
 #   1. apt-get install podman, runc and debootstrap (if any is missing)
 #   2. build the local base image localhost/debian:bookworm-slim with debootstrap (once per machine)

@@ -1,4 +1,5 @@
-"""The SageMaker multi-model container API (contract.md 1.3), driven as SageMaker drives it.
+"""The SageMaker multi-model container API (LOAD, LIST, GET, UNLOAD, INVOKE, /ping), driven as
+SageMaker drives it.
 
 Runs against `mme serve` by default, and against the built image with ``--target image``.
 """

@@ -29,6 +29,14 @@ def test_an_unknown_url_scheme_is_refused(tmp_path: Path) -> None:
     assert "use s3://bucket/prefix/ or a local folder" in result.stderr
 
 
+def test_an_endpoint_name_sagemaker_would_refuse_is_refused(tmp_path: Path) -> None:
+    result = _run("--model-data-url", str(tmp_path), "--port", str(free_port()),
+                  "--endpoint-name=-not-a-name")
+
+    assert result.returncode == 2
+    assert "--endpoint-name '-not-a-name' is not a name SageMaker takes" in result.stderr
+
+
 def test_a_container_that_does_not_answer_stops_the_start(tmp_path: Path) -> None:
     silent = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 

@@ -25,7 +25,7 @@ from mme.endpoint.metrics import Metrics
 from mme.endpoint.registry import ModelRegistry, RegistryConfig
 from mme.packaging import EXAMPLES
 from mme.ports import free_port
-from mme.sagemaker_contract import MODEL_CACHE_SETTINGS
+from mme.sagemaker_contract import MODEL_CACHE_SETTINGS, is_valid_name
 from mme.settings import MIB
 
 if TYPE_CHECKING:
@@ -120,6 +120,10 @@ def _add_cache_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if not is_valid_name(args.endpoint_name):
+        # The endpoint would refuse every call made to it by this name.
+        raise ValueError(f"--endpoint-name {args.endpoint_name!r} is not a name SageMaker "
+                         "takes: up to 63 letters, digits and hyphens, no hyphen first or last")
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is not a TCP port")
     for name in ("max_loaded_models", "cache_max_mb"):

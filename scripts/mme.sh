@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run `mme ARGS...` without the project's venv on PATH (deploy.sh and teardown.sh use it).
+# Run `mme ARGS...` without the project's venv on PATH: scripts/mme.sh deploy ..., teardown ...
 # Runs $MME if set, else this checkout's .venv/bin/mme (`make setup`), else `mme` on PATH.
 set -euo pipefail
 wanted="${MME:-$(dirname "${BASH_SOURCE[0]}")/../.venv/bin/mme}"

@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import requests
 
 from harness.models import make_model_dir
 from harness.polling import wait_until
-from harness.processes import alive, cmdline, model_processes
+from harness.processes import alive, busy_markers, cmdline, model_processes
 from harness.servers import NativeServer
 from tests.prefork.conftest import ready_log
 
@@ -85,7 +84,8 @@ def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
     answers: list[requests.Response] = []
     request = threading.Thread(target=lambda: answers.append(_invoke(server, "victim", 60)))
     request.start()
-    time.sleep(2)  # the request is in the worker's sleep now
+    # Kill it only once the request is in the worker's sleep.
+    assert wait_until(lambda: str(worker_pid) in busy_markers(server.descendants()), TIMEOUT_S)
     os.kill(worker_pid, signal.SIGKILL)
     request.join(timeout=TIMEOUT_S)
     assert answers and answers[0].status_code >= 500

@@ -39,7 +39,7 @@ endpoint: $(EXAMPLES)
 	$(BIN)/mme endpoint --model-data-url $(MODELS_DIR) --port $(PORT)
 
 lint: $(STAMP) hadolint
-	$(BIN)/ruff check container tests code docker scripts bench
+	$(BIN)/ruff check container tests code docker scripts bench soak harness
 	$(BIN)/mypy
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 

@@ -8,13 +8,14 @@ thousand processes are read in a few seconds.
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import asdict, dataclass, field
 
 import psutil
 
-MIB = 1024 * 1024
+from harness.proc import MIB, smaps_rollup
+from harness.processes import cmdline, descendants, model_name
+
 ROLES = ("serve", "java", "zygote", "standin", "backend", "worker")
 
 
@@ -32,7 +33,7 @@ class Holdings:
     def add(self, pid: int) -> None:
         """Count process ``pid`` in (one that exited meanwhile counts as nothing)."""
         try:
-            rollup = _rollup(pid)
+            rollup = smaps_rollup(pid)
             threads = len(os.listdir(f"/proc/{pid}/task"))
             fds = len(os.listdir(f"/proc/{pid}/fd"))
             with open(f"/proc/{pid}/maps", "rb") as maps:
@@ -68,24 +69,14 @@ def take(serve_pid: int) -> Census:
     """The census of `mme serve` ``serve_pid`` and everything under it."""
     census = Census()
     census.roles["serve"].add(serve_pid)
-    try:
-        tree = psutil.Process(serve_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return census
-    args = {process.pid: _args(process) for process in tree}
+    tree = descendants(serve_pid)
+    args = {process.pid: cmdline(process) for process in tree}
     java = next((pid for pid, a in args.items() if a and os.path.basename(a[0]) == "java"), 0)
     for process in tree:
         role = _role(args[process.pid], process, java)
         if role is not None:
             census.roles[role].add(process.pid)
     return census
-
-
-def _args(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
 
 
 def _role(args: list[str], process: psutil.Process, java: int) -> str | None:
@@ -95,7 +86,7 @@ def _role(args: list[str], process: psutil.Process, java: int) -> str | None:
         return "java"
     if "mme.prefork.zygote" in args:
         return "zygote"
-    if not any(a == "--model-name" for a, _ in itertools.pairwise(args)):
+    if model_name(args) is None:
         return None  # setpriv on its way to exec, MMS's metrics collector
     if os.path.basename(args[0]) == "sh":
         return "standin"
@@ -104,13 +95,3 @@ def _role(args: list[str], process: psutil.Process, java: int) -> str | None:
         return "backend" if process.ppid() == java else "worker"
     except psutil.Error:
         return None
-
-
-def _rollup(pid: int) -> dict[str, int]:
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-        for line in rollup:
-            parts = line.split()
-            if len(parts) == 3 and parts[2] == b"kB":
-                fields[parts[0].rstrip(b":").decode()] = int(parts[1]) * 1024
-    return fields

@@ -1,7 +1,7 @@
 """The density benchmark: many tiny models in one `mme serve`, and what each one costs.
 
 A tiny model is a 16x4 ``torch.nn.Linear`` state_dict with the ``inference.py`` that
-builds it (tests/model_builders.py). One server per worker mode loads tiny models one
+builds it (harness/models.py). One server per worker mode loads tiny models one
 after another, each invoked once as it loads, up to each checkpoint (1, 10, 50... models);
 at each checkpoint it records a census of the server's processes (bench/census.py), the
 LOAD p50 of the models loaded since the last checkpoint, and the warm invoke p50 over the
@@ -23,7 +23,7 @@ from bench import census, density_report, report
 from bench.scenarios import JSON, Payload, warm_up_jit
 from bench.server import BenchServer, mme_serve
 from bench.stats import latency, percentile
-from tests.model_builders import make_tiny_model
+from harness.models import make_tiny_model
 
 CHECKPOINTS = (1, 10, 50, 100, 250, 500, 1000, 2000)
 STOCK_MODELS = 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psutil
 
+from harness.processes import alive
+
 MIB = 1024 * 1024
 
 
@@ -22,12 +24,5 @@ def memory_mib(processes: list[psutil.Process]) -> dict[str, float]:
 
 def wait_gone(processes: list[psutil.Process], timeout_s: float) -> bool:
     """Whether every process in ``processes`` exited (or became a zombie) within ``timeout_s``."""
-    _gone, alive = psutil.wait_procs(processes, timeout=timeout_s)
-    return all(_zombie_or_gone(p) for p in alive)
-
-
-def _zombie_or_gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    _gone, left = psutil.wait_procs(processes, timeout=timeout_s)
+    return not any(alive(p) for p in left)

@@ -21,7 +21,7 @@ import requests
 
 from bench.models import noop_model
 from bench.stats import latency
-from tests.server_process import NativeServer
+from harness.servers import NativeServer
 
 BODY = b'{"ping": 1}'
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json",

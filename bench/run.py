@@ -46,7 +46,7 @@ from bench.server import mme_serve
 from bench.signals import exit_on_sigterm
 from bench.stats import summary
 from bench.traffic import TrafficOptions
-from tests.model_builders import jpeg_bytes
+from harness.models import jpeg_bytes
 
 MODES = ("stock", "prefork")
 PARTS = ("workers", "traffic", "density")

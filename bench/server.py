@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 from typing import Protocol
@@ -10,11 +9,10 @@ from typing import Protocol
 import psutil
 import requests
 
-from tests.server_process import NativeServer
+from harness.processes import cmdline, model_name, model_processes
+from harness.servers import READY_LINE, NativeServer, wait_for_log
 
 TIMEOUT_S = 300
-# `mme serve` logs it once /ping answers and workers can start
-READY_LINE = "the model server is healthy on"
 
 
 class ServerProcess(Protocol):
@@ -22,7 +20,7 @@ class ServerProcess(Protocol):
 
     url: str
 
-    def start(self, timeout_s: float) -> object:
+    def start(self, *, timeout_s: float) -> object:
         """Start the server; return once ``/ping`` answers."""
 
     def stop(self) -> int:
@@ -58,11 +56,10 @@ class BenchServer:
         started = time.monotonic()
         self.native.start(timeout_s=TIMEOUT_S)
         ping_s = time.monotonic() - started
-        deadline = started + TIMEOUT_S
-        while self.ready_line is not None and self.ready_line not in self.native.log():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.mode} server never logged {self.ready_line!r}")
-            time.sleep(0.02)
+        if self.ready_line is not None and not wait_for_log(
+                self.native, self.ready_line, started + TIMEOUT_S - time.monotonic(),
+                interval_s=0.02):
+            raise TimeoutError(f"{self.mode} server never logged {self.ready_line!r}")
         return {"ping_s": ping_s, "ready_s": time.monotonic() - started}
 
     def stop(self) -> None:
@@ -103,11 +100,11 @@ class BenchServer:
 
     def model_processes(self, name: str) -> list[psutil.Process]:
         """The processes that exist because ``name`` is loaded (worker, its backend, launcher)."""
-        return [p for p in self.native.descendants() if _serves(p, name)]
+        return model_processes(self.native.descendants(), name)
 
     def fixed_processes(self) -> list[psutil.Process]:
         """The processes every server has, loaded models or not (Java; the zygote)."""
-        return [p for p in self.native.descendants() if not _serves(p, None)]
+        return [p for p in self.native.descendants() if model_name(cmdline(p)) is None]
 
 
 def mme_serve(mode: str | None, models_root: Path, log_dir: Path, tag: str,
@@ -121,12 +118,3 @@ def mme_serve(mode: str | None, models_root: Path, log_dir: Path, tag: str,
     native = NativeServer(models_root, env={**mode_env, **(env or {})},
                           log_path=log_dir / f"serve-{label.replace(' ', '-')}-{tag}.log")
     return BenchServer(label, native, READY_LINE)
-
-
-def _serves(process: psutil.Process, name: str | None) -> bool:
-    try:
-        args = process.cmdline()
-    except psutil.Error:
-        return False
-    return any(a == "--model-name" and (name is None or b == name)
-               for a, b in itertools.pairwise(args))

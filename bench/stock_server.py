@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,56 +10,34 @@ import psutil
 
 from bench.server import BenchServer
 from bench.stock_stack import REPO_ROOT
+from harness.servers import ServerProcess
 from mme.ports import free_port
-from tests.server_process import terminate, wait_for_ping
-
-STOP_TIMEOUT_S = 30.0
 
 
-class StockStackProcess:
+class StockStackProcess(ServerProcess):
     """``python -m bench.stock_stack`` on a free port of 127.0.0.1, its output in ``log_path``."""
 
+    STOP_TIMEOUT_S = 30.0
+
     def __init__(self, log_path: Path, workers: int | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        super().__init__(["--port", str(port)], port, log_path)
+        if workers is not None:
+            self.args += ["--workers", str(workers)]
+        self.cwd = REPO_ROOT  # where `-m bench...` imports
 
-    def start(self, timeout_s: float) -> StockStackProcess:
-        """Start the toolkit's MMS; return once ``/ping`` answers."""
-        command = [sys.executable, "-m", "bench.stock_stack", "--port", str(self.port)]
-        if self.workers is not None:
-            command += ["--workers", str(self.workers)]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=REPO_ROOT)  # where `-m bench...` imports
-        wait_for_ping(self.url, self.process, timeout_s)
-        return self
+    def command(self) -> list[str]:
+        """The toolkit's MMS, started by the stock stack."""
+        return [sys.executable, "-m", "bench.stock_stack", *self.args]
 
-    def stop(self) -> int:
+    def stop(self, timeout_s: float | None = None) -> int:
         """SIGTERM the stack; whatever it leaves behind (it was killed?) is killed too."""
-        if self.process is None:
-            return 0
-        left = self.descendants()
-        code = terminate(self.process, STOP_TIMEOUT_S)
+        left = self.descendants()  # Java and its workers (the stack adopts Java as a subreaper)
+        code = super().stop(timeout_s)
         for process in left:
             with contextlib.suppress(psutil.Error):
                 process.kill()
-        return code
-
-    def log(self) -> str:
-        """What the stack printed so far (the toolkit's and MMS's logs)."""
-        return self.log_path.read_text(errors="replace")
-
-    def descendants(self) -> list[psutil.Process]:
-        """Java and its workers (bench.stock_stack adopts Java as a child subreaper)."""
-        if self.process is None:
-            return []
-        try:
-            return psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+        return code or 0
 
 
 def stock_stack(log_dir: Path, tag: str, workers: int | None = None) -> BenchServer:

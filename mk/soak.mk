@@ -5,9 +5,9 @@
 #   make soak SOAK_FLAGS="--worker-mode stock --concurrency 4 --seed 7"
 #
 # All traffic stays on 127.0.0.1. Results: $(SOAK_OUT)/results.json and results.md, with
-# both servers' logs (see tests/soak/run.py; `python -m tests.soak.run --help` lists the
-# options). CI runs the short setting as tests/soak/test_soak.py. Exit status 1 on any
-# unexpected outcome, leak or unclean exit.
+# both servers' logs (see soak/run.py; `python -m soak.run --help` lists the options). CI
+# runs the short setting as tests/soak/test_soak.py. Exit status 1 on any unexpected outcome,
+# leak or unclean exit.
 
 SOAK_SECONDS ?= 180
 SOAK_OUT ?= .soak
@@ -16,4 +16,4 @@ SOAK_FLAGS ?=
 .PHONY: soak
 
 soak: $(STAMP)
-	$(BIN)/python -m tests.soak.run --seconds $(SOAK_SECONDS) --out $(SOAK_OUT) $(SOAK_FLAGS)
+	$(BIN)/python -m soak.run --seconds $(SOAK_SECONDS) --out $(SOAK_OUT) $(SOAK_FLAGS)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from harness.servers import NativeServer
 from mme.packaging import build_example, check_model_dir, pack
-from tests.server_process import NativeServer
 
 # Small limits keep the over-limit tests cheap.
 SERVER_ENV = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "30",

@@ -17,7 +17,9 @@ from typing import Any
 
 import psutil
 
-from tests.server_process import free_port, wait_for_ping
+from harness.processes import runs_worker
+from harness.servers import wait_for_ping
+from mme.ports import free_port
 
 IMAGE = os.environ.get("MME_TEST_IMAGE", "mme:test")
 ENGINE = os.environ.get("MME_TEST_ENGINE", "podman")
@@ -140,16 +142,7 @@ class ImageServer:
 
     def worker_alive(self, worker_id: str) -> bool:
         """Whether a Python worker of the server, by MMS's worker id (``9000-ab12``), runs."""
-        socket_suffix = f".mms.sock.{worker_id.split('-')[0]}"
-        for process in self.descendants():
-            try:
-                if process.status() != psutil.STATUS_ZOMBIE and any(
-                    arg.endswith(socket_suffix) for arg in process.cmdline()
-                ):
-                    return True
-            except psutil.NoSuchProcess:
-                continue
-        return False
+        return runs_worker(self.descendants(), worker_id)
 
     def log(self) -> str:
         """What the container printed so far."""

@@ -13,8 +13,9 @@ from typing import Any
 import psutil
 import requests
 
+from harness.models import expected_linear, jpeg_bytes, make_model_dir
+from harness.processes import model_name, on_this_machine
 from mme.model_requirements import COMPLETE_MARKER
-from tests.model_builders import expected_linear, jpeg_bytes, make_model_dir
 from tests.requirements.wheels import PACKAGE, build_wheel
 
 JSON = "application/json"
@@ -51,17 +52,8 @@ def processes_of(server: Any, name: str) -> list[psutil.Process]:
     The whole machine, not the server's process tree: a worker whose parent died is
     adopted by init, outside the tree.
     """
-    found = []
-    for process in psutil.process_iter():
-        try:
-            args = process.cmdline()
-            if ("--model-name" in args and args[args.index("--model-name") + 1] == name
-                    and server.model_url(name) in args
-                    and process.status() != psutil.STATUS_ZOMBIE):
-                found.append(process)
-        except (psutil.Error, IndexError):
-            continue
-    return found
+    return on_this_machine(lambda args: model_name(args) == name
+                           and server.model_url(name) in args)
 
 
 def loaded(server: Any, models_root: Path, name: str, code: dict[str, str] | None = None,

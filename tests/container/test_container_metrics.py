@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
+from harness.prometheus import of_model, scrape, value
 from tests.container.test_container_api import JSON, TIMEOUT, invoke, loaded
-from tests.prometheus_scrape import of_model, scrape, value
 
 TARGET_MODEL = "team-a/scraped-v1.tar.gz"
 

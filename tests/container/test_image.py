@@ -14,6 +14,8 @@ import psutil
 import pytest
 import requests
 
+from harness.models import expected_linear, make_model_dir
+from harness.servers import READY_LINE, wait_for_log
 from tests.container.image_target import (
     CONTAINER_MODELS,
     ImageServer,
@@ -22,7 +24,6 @@ from tests.container.image_target import (
     image_labels,
     run_command,
 )
-from tests.model_builders import expected_linear, make_model_dir
 
 pytestmark = pytest.mark.image
 TIMEOUT = 120
@@ -115,9 +116,7 @@ def test_the_container_exits_when_the_server_dies(
     server = _start(started, tmp_path / "models")
     # MMS answers /ping before `mme serve` is ready (it also waits for the prefork zygote):
     # kill Java only once the server has said it is up, so that this is a crash, not a start.
-    deadline = time.monotonic() + TIMEOUT
-    while "the model server is healthy on" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_log(server, READY_LINE, TIMEOUT, interval_s=0.2)
     java = [p for p in server.descendants() if p.name() == "java"]
     assert java, [p.name() for p in server.descendants()]
     java[0].kill()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import make_model_dir
+from harness.servers import NativeServer
 from tests.container.test_container_api import load
-from tests.model_builders import make_model_dir
-from tests.server_process import NativeServer
 
 # Sleeps as many seconds as the body says, then answers with the worker's pid.
 SLEEPY = """

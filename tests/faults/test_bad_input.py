@@ -20,10 +20,10 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from harness.models import make_model_dir
+from harness.servers import NativeServer
 from tests.container.test_container_api import TIMEOUT, listed
 from tests.faults.conftest import running_server
-from tests.model_builders import make_model_dir
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 

@@ -18,8 +18,9 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.endpoint.archives import linear_model, pack
-from tests.endpoint.processes import ContainerProcess, Endpoint, base_env
+from harness.endpoint import ContainerProcess, Endpoint, base_env
+from harness.models import scaled_model
+from mme.packaging import pack
 from tests.faults.test_bad_input import bodies, content_types, header_values
 
 pytestmark = pytest.mark.server
@@ -43,7 +44,7 @@ FEW = settings(max_examples=25, deadline=timedelta(seconds=30), database=None,
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     """`mme endpoint` over a folder with one model that answers with its body's length."""
     root = tmp_path_factory.mktemp("endpoint-fuzz")
-    pack(linear_model(root / "source", 1.0, NEVER_RAISES), root / "models" / TARGET)
+    pack(scaled_model(root / "source", 1.0, NEVER_RAISES), root / "models" / TARGET)
     (root / "outside.tar.gz").write_bytes((root / "models" / TARGET).read_bytes())
     cache = root / "cache"
     container = ContainerProcess(root / "serve.log").start_serving()

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psutil
 import pytest
 import requests
 
+from harness.models import make_model_dir
+from harness.polling import wait_until
+from harness.processes import alive, model_workers, running_for
+from harness.servers import NativeServer
 from tests.container.test_container_api import TIMEOUT, invoke, listed, load
 from tests.faults.conftest import loaded_model, running_server
-from tests.faults.processes import eventually, model_workers, running_for
-from tests.model_builders import make_model_dir
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 
@@ -58,7 +58,7 @@ def test_a_request_that_hangs_gets_an_error_and_its_worker_is_replaced(
     server: NativeServer,
 ) -> None:
     loaded_model(server, "slow")
-    [worker] = model_workers(server, "slow")
+    [worker] = model_workers(server.descendants(), "slow")
     answer = invoke(server, "slow", b"3600", "text/plain")
     assert answer.status_code == 500
     assert answer.json()["message"] == "Worker died."
@@ -66,14 +66,9 @@ def test_a_request_that_hangs_gets_an_error_and_its_worker_is_replaced(
     assert again.status_code == 200
     assert again.json()["pid"] != worker.pid
 
-    def stuck_worker_gone() -> bool:
-        try:
-            return worker.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
     # MMS 1.1.11 alone leaves the stuck worker running until its request returns.
-    assert eventually(stuck_worker_gone, within_s=WORKER_GONE_WITHIN_S)
+    assert wait_until(lambda: not alive(worker), WORKER_GONE_WITHIN_S)
     assert f"a request to model slow did not finish within {RESPONSE_TIMEOUT_S} s" in server.log()
-    assert [process.pid for process in model_workers(server, "slow")] == [again.json()["pid"]]
+    workers = model_workers(server.descendants(), "slow")
+    assert [process.pid for process in workers] == [again.json()["pid"]]
     assert healthy(server)

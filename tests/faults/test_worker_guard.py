@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.polling import wait_until
 from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE, BUSY, busy_workers, guarded
-from tests.faults.processes import eventually
 
 TIMEOUT_S = 120
 
@@ -68,8 +68,8 @@ def test_markers_of_dead_and_zombie_workers_do_not_count(tmp_path: Path) -> None
                           capture_output=True, text=True, check=True, timeout=TIMEOUT_S)
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not reaped until wait()
     try:
-        assert eventually(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE,
-                          within_s=TIMEOUT_S)
+        assert wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE,
+                          TIMEOUT_S)
         folder = tmp_path / "in-flight"
         folder.mkdir()
         for pid in (dead.stdout.strip(), str(zombie.pid), str(os.getpid())):

@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from harness.polling import wait_until
+from harness.processes import busy_markers, model_workers
+from harness.servers import NativeServer
 from tests.container.test_container_api import invoke
 from tests.faults.conftest import loaded_model, running_server
-from tests.faults.processes import busy_markers, eventually, model_workers
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 
@@ -39,11 +40,11 @@ def test_the_request_gets_an_error_the_model_serves_again_the_others_never_notic
     loaded_model(server, "victim")
     loaded_model(server, "bystander")
     bystander = pid_answering(server, "bystander")
-    [worker] = model_workers(server, "victim")
+    [worker] = model_workers(server.descendants(), "victim")
     assert pid_answering(server, "victim") == worker.pid  # the process tree finds the worker
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(invoke, server, "victim", b"3600", "text/plain")
-        assert eventually(lambda: str(worker.pid) in busy_markers(server), within_s=60)
+        assert wait_until(lambda: str(worker.pid) in busy_markers(server.descendants()), 60)
         assert pid_answering(server, "bystander") == bystander  # serves while victim is busy
         worker.send_signal(signal.SIGKILL)
         answer = pending.result()  # invoke's own timeout (120 s) fails a hang
@@ -51,5 +52,6 @@ def test_the_request_gets_an_error_the_model_serves_again_the_others_never_notic
     assert answer.json()["message"] == "Worker died."
     replacement = pid_answering(server, "victim")
     assert replacement != worker.pid
-    assert [process.pid for process in model_workers(server, "victim")] == [replacement]
+    workers = model_workers(server.descendants(), "victim")
+    assert [process.pid for process in workers] == [replacement]
     assert pid_answering(server, "bystander") == bystander  # the same worker, never restarted

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.polling import wait_until
+from harness.servers import READY_LINE, NativeServer, wait_for_log
 from mme.prefork.zygote_process import ZygoteProcess
 from mme.worker_config import WorkerConfig
-from tests.server_process import NativeServer
 
 READY_WITHIN_S = 120
 
@@ -23,10 +23,8 @@ def zygote() -> Iterator[ZygoteProcess]:
     folder = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
     process = ZygoteProcess(folder)
     process.start({**os.environ, **WorkerConfig(num_threads=2).to_env(), "OMP_NUM_THREADS": "2"})
-    deadline = time.monotonic() + READY_WITHIN_S
-    while not process.ready():
-        assert time.monotonic() < deadline, "the zygote did not get ready"
-        time.sleep(0.1)
+    ready = wait_until(process.ready, READY_WITHIN_S, interval_s=0.1)
+    assert ready, "the zygote did not get ready"
     try:
         yield process
     finally:
@@ -52,10 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
 
 def ready_log(server: NativeServer) -> None:
     """Wait until `mme serve` says it is ready (in prefork mode: the zygote is)."""
-    deadline = time.monotonic() + READY_WITHIN_S
-    while "the model server is healthy on" not in server.log():
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.1)
+    assert wait_for_log(server, READY_LINE, READY_WITHIN_S), "the server never became ready"
 
 
 @pytest.fixture

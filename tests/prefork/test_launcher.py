@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 
+from harness.polling import wait_until
+from harness.processes import alive
 from mme.prefork.launcher import write_launcher
 from mme.prefork.zygote_process import ZygoteProcess
 from mme.worker_config import WorkerConfig
@@ -99,15 +100,11 @@ def _sleeper(zygote: ZygoteProcess, scratch: Path) -> tuple[subprocess.Popen[str
 
 
 def _gone(pid: int, within_s: float = 10) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
+    return wait_until(lambda: not alive(process), within_s, interval_s=0.05)
 
 
 def test_sigterm_to_the_launcher_is_relayed_to_the_child(

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import requests
 
-from tests.model_builders import make_model_dir
+from harness.models import make_model_dir
+from harness.polling import wait_until
+from harness.processes import alive, busy_markers, cmdline, model_processes
+from harness.servers import NativeServer
 from tests.prefork.conftest import ready_log
-from tests.server_process import NativeServer
 
 TIMEOUT_S = 120
+WITHIN_S = 30  # for what follows at once: a log line, a process that ends
 
 # Writes to both streams while loading and while answering; answers with its pid,
 # after sleeping as many seconds as the body says.
@@ -51,39 +52,10 @@ def _loaded(server: NativeServer, name: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def _args(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _serving(server: NativeServer, name: str) -> list[psutil.Process]:
-    return [p for p in server.descendants()
-            if any(a == "--model-name" and b == name for a, b in itertools.pairwise(_args(p)))]
-
-
 def _zygote(server: NativeServer) -> psutil.Process:
-    found = [p for p in server.descendants() if "mme.prefork.zygote" in _args(p)]
-    assert len(found) == 1, [_args(p)[:3] for p in server.descendants()]
+    found = [p for p in server.descendants() if "mme.prefork.zygote" in cmdline(p)]
+    assert len(found) == 1, [cmdline(p)[:3] for p in server.descendants()]
     return found[0]
-
-
-def _eventually(condition: object, within_s: float = 30) -> bool:
-    assert callable(condition)
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_workers_are_forked_from_the_zygote_and_their_output_reaches_the_log(
@@ -100,7 +72,7 @@ def test_workers_are_forked_from_the_zygote_and_their_output_reaches_the_log(
     assert args[args.index("--model-name") + 1] == "chatty"
     expected = ["CHATTY-LOAD-OUT", "CHATTY-LOAD-ERR", "CHATTY-INVOKE-OUT",
                 "LOAD phase spawn", "LOAD phase handler import", "LOAD phase model_fn"]
-    assert _eventually(lambda: all(line in server.log() for line in expected)), [
+    assert wait_until(lambda: all(line in server.log() for line in expected), WITHIN_S), [
         line for line in expected if line not in server.log()]
 
 
@@ -112,7 +84,8 @@ def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
     answers: list[requests.Response] = []
     request = threading.Thread(target=lambda: answers.append(_invoke(server, "victim", 60)))
     request.start()
-    time.sleep(2)  # the request is in the worker's sleep now
+    # Kill it only once the request is in the worker's sleep.
+    assert wait_until(lambda: str(worker_pid) in busy_markers(server.descendants()), TIMEOUT_S)
     os.kill(worker_pid, signal.SIGKILL)
     request.join(timeout=TIMEOUT_S)
     assert answers and answers[0].status_code >= 500
@@ -126,11 +99,11 @@ def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
 def test_unload_leaves_no_process_behind(server: NativeServer) -> None:
     _loaded(server, "brief")
     assert _invoke(server, "brief").status_code == 200
-    family = _serving(server, "brief")
+    family = model_processes(server.descendants(), "brief")
     assert len(family) == 2  # the launcher's stand-in (MMS's backend to MMS), the worker
     assert requests.delete(f"{server.url}/models/brief", timeout=TIMEOUT_S).status_code == 200
-    assert _eventually(lambda: not any(_alive(p) for p in family))
-    assert _alive(_zygote(server))
+    assert wait_until(lambda: not any(alive(p) for p in family), WITHIN_S)
+    assert alive(_zygote(server))
 
 
 # What the zygote does (import, fork), then what it must never do (a torch operation).
@@ -175,12 +148,12 @@ def test_mme_serve_reports_ready_only_once_the_zygote_is(server: NativeServer) -
 def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeServer) -> None:
     _loaded(server, "survivor")
     before = _invoke(server, "survivor").json()["pid"]
-    family = _serving(server, "survivor")
+    family = model_processes(server.descendants(), "survivor")
     old = _zygote(server)
     old.kill()  # as the kernel's OOM killer would
 
-    assert _eventually(lambda: any("mme.prefork.zygote" in _args(p) and p.pid != old.pid
-                                   for p in server.descendants()))
+    assert wait_until(lambda: any("mme.prefork.zygote" in cmdline(p) and p.pid != old.pid
+                                  for p in server.descendants()), WITHIN_S)
     assert f"the prefork zygote (pid {old.pid}) exited" in server.log()
     new = _zygote(server)
     assert _invoke(server, "survivor").json()["pid"] == before  # never noticed
@@ -191,5 +164,5 @@ def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeS
 
     # Without its zygote, the old worker still goes when MMS unloads it (kills its launcher).
     assert requests.delete(f"{server.url}/models/survivor", timeout=TIMEOUT_S).status_code == 200
-    assert _eventually(lambda: not any(_alive(p) for p in family))
+    assert wait_until(lambda: not any(alive(p) for p in family), WITHIN_S)
     assert _invoke(server, "newcomer").status_code == 200

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import make_model_dir
 from mme.model_requirements import (
     COMPLETE_MARKER,
     TEMP_PREFIX,
@@ -23,7 +24,6 @@ from mme.model_requirements import (
     install_requirements,
     requirements_key,
 )
-from tests.model_builders import make_model_dir
 from tests.requirements.private_index import private_index
 from tests.requirements.wheels import PACKAGE, build_wheel, ship_requirements
 

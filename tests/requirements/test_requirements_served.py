@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.models import make_model_dir
+from harness.servers import NativeServer
 from tests.container.test_container_api import invoke, listed, load
-from tests.model_builders import make_model_dir
 from tests.requirements.wheels import PACKAGE, ship_requirements
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from harness.models import jpeg_bytes, make_model_dir
+from harness.servers import NativeServer
 from mme.packaging import build_example
 from tests.container.conftest import EXAMPLE_CODE
 from tests.container.test_container_api import TIMEOUT, load
-from tests.model_builders import jpeg_bytes, make_model_dir
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 

@@ -17,10 +17,11 @@ import psutil
 import pytest
 import requests
 
+from harness.models import make_model_dir
+from harness.polling import wait_until
+from harness.processes import model_workers
+from harness.servers import NativeServer
 from tests.container.test_container_api import TIMEOUT, load
-from tests.faults.processes import eventually, model_workers
-from tests.model_builders import make_model_dir
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 
@@ -119,9 +120,9 @@ def test_a_worker_killed_mid_request_gives_its_share_back(server: NativeServer) 
     with ThreadPoolExecutor(1) as pool:
         hogging = pool.submit(requests.post, f"{server.url}/models/hog/invoke", data="600",
                               headers={"Content-Type": "text/plain"}, timeout=TIMEOUT)
-        assert eventually(lambda: started.exists() and started.read_text(), within_s=60)
+        assert wait_until(lambda: started.exists() and started.read_text(), 60)
         computing = int(started.read_text())
-        assert computing in {w.pid for w in model_workers(server, "hog")}
+        assert computing in {w.pid for w in model_workers(server.descendants(), "hog")}
         psutil.Process(computing).kill()
         assert hogging.result().status_code == 500  # MMS: "Worker died."
     # The hog held every core; had its grant been lost, this would wait for it forever.

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httptools
 import pytest
 
+from harness.models import make_model_dir
+from harness.servers import NativeServer
 from tests.container.test_container_api import load
-from tests.model_builders import make_model_dir
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 

@@ -4,11 +4,9 @@ past a limit, a LOAD gets 507 and nothing of it stays."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +14,12 @@ import psutil
 import pytest
 import requests
 
-from tests.model_builders import expected_tiny, make_tiny_model
+from harness.models import expected_tiny, make_tiny_model
+from harness.polling import settle
+from harness.proc import fd_groups, memory_mib, thread_groups
+from harness.processes import cmdline, model_processes, model_workers
+from harness.servers import NativeServer
 from tests.prefork.conftest import ready_log
-from tests.server_process import NativeServer
-from tests.soak.census import fd_groups, memory_mib, thread_groups
 
 MODELS = 200  # the whole test takes about a minute on two cores
 TIMEOUT_S = 120
@@ -69,17 +69,6 @@ def _invoke(session: requests.Session, server: NativeServer, name: str) -> reque
                                  "Accept": "application/json"}, timeout=TIMEOUT_S)
 
 
-def _args(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _model_of(args: list[str]) -> str | None:
-    return next((b for a, b in itertools.pairwise(args) if a == "--model-name"), None)
-
-
 @dataclass
 class Snapshot:
     """What the server's processes hold at one moment."""
@@ -97,14 +86,14 @@ class Snapshot:
 
 def _snapshot(server: NativeServer) -> Snapshot:
     processes = server.descendants()
-    models = [(p, args) for p in processes if _model_of(args := _args(p))]
-    zygote = next(p for p in processes if "mme.prefork.zygote" in _args(p))
-    java = next(p for p in processes if os.path.basename((_args(p) or [""])[0]) == "java")
-    workers = [p for p, args in models if args[0] != "/bin/sh"]
-    temp_dir = next(a.split("=", 1)[1] for a in _args(java) if a.startswith("-Djava.io.tmpdir"))
+    models = model_processes(processes)
+    zygote = next(p for p in processes if "mme.prefork.zygote" in cmdline(p))
+    java = next(p for p in processes if os.path.basename((cmdline(p) or [""])[0]) == "java")
+    workers = model_workers(processes)
+    temp_dir = next(a.split("=", 1)[1] for a in cmdline(java) if a.startswith("-Djava.io.tmpdir"))
     return Snapshot(
         model_processes=len(models),
-        model_uss_mib=sum(_uss_mib(p) for p, _ in models),
+        model_uss_mib=sum(_uss_mib(p) for p in models),
         worker_threads=[p.num_threads() for p in workers],
         zygote_fds=fd_groups(zygote.pid), zygote_threads=zygote.num_threads(),
         zygote_uss_mib=memory_mib(zygote.pid)["uss_mib"],
@@ -123,15 +112,9 @@ def _uss_mib(process: psutil.Process) -> float:
         return 0.0
 
 
-def _settled(server: NativeServer, done: object) -> Snapshot:
+def _settled(server: NativeServer, done: Callable[[Snapshot], bool]) -> Snapshot:
     """Snapshots until ``done(snapshot)``: MMS reaps what it killed in its own time."""
-    assert callable(done)
-    deadline = time.monotonic() + SETTLE_S
-    snapshot = _snapshot(server)
-    while not done(snapshot) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        snapshot = _snapshot(server)
-    return snapshot
+    return settle(lambda: _snapshot(server), done, SETTLE_S, interval_s=0.5)
 
 
 def test_hundreds_of_tiny_models_load_answer_and_unload_leaving_nothing(
@@ -203,7 +186,7 @@ def test_a_load_past_the_maximum_gets_507_and_loads_once_a_model_is_unloaded(
         f"({MAX_MODELS} models); unload a model first")
     # Nothing of it: not registered, no process.
     assert session.get(f"{limited.url}/models/one-too-many", timeout=TIMEOUT_S).status_code == 404
-    assert not [p for p in limited.descendants() if _model_of(_args(p)) == "one-too-many"]
+    assert not model_processes(limited.descendants(), "one-too-many")
     assert _invoke(session, limited, "m0").status_code == 200  # the others serve on
 
     assert _unload(session, limited, "m0").status_code == 200

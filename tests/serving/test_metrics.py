@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.models import make_model_dir
+from harness.polling import settle
+from harness.prometheus import of_model, scrape, value
+from harness.servers import NativeServer
 from mme import worker_records
-from tests.model_builders import make_model_dir
-from tests.prometheus_scrape import of_model, scrape, value
-from tests.server_process import NativeServer
 
 pytestmark = pytest.mark.server
 
@@ -192,10 +192,9 @@ def test_busy_workers_and_waiting_requests_are_seen_while_they_last(
         answers = [pool.submit(invoke, server, "zeta", json.dumps(str(gate)).encode())
                    for _ in range(2)]
         # One request at the model's one worker, the other in the gateway's queue.
-        deadline = time.monotonic() + TIMEOUT
-        while (value(samples := scrape(server.url), "mme_requests_in_flight") != 2
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
+        samples = settle(lambda: scrape(server.url),
+                         lambda samples: value(samples, "mme_requests_in_flight") == 2,
+                         TIMEOUT, interval_s=0.05)
         gate.touch()
         statuses = [answer.result() for answer in answers]
 

@@ -16,9 +16,9 @@ import psutil
 import pytest
 import requests
 
+from harness.models import expected_linear, make_model_dir
+from harness.servers import NativeServer
 from mme.ports import free_port
-from tests.model_builders import expected_linear, make_model_dir
-from tests.server_process import NativeServer
 
 TIMEOUT = 120
 

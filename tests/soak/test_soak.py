@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.soak import run
-from tests.soak.traffic import BAD_KINDS
+from soak import run
+from soak.traffic import BAD_KINDS
 
 pytestmark = pytest.mark.server
 

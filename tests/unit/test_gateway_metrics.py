@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from harness.prometheus import PROMETHEUS_TEXT, of_model, value
 from mme.gateway import metrics as gateway_metrics
 from mme.gateway.http import Request, Response
 from mme.gateway.metrics import GatewayMetrics
-from tests.prometheus_scrape import PROMETHEUS_TEXT, of_model, value
 
 
 def answering(status: int) -> gateway_metrics.Handler:

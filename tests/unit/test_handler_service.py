@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import expected_linear, make_model_dir
 from mme.errors import ModelLoadError
 from mme.handler_service import HandlerService
 from mme.worker_config import WorkerConfig
 from tests.fakes import FakeContext
-from tests.model_builders import expected_linear, make_model_dir
 
 JSON = "application/json"
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import make_model_dir
 from mme.model_code import activate_code_dir, user_module_path
-from tests.model_builders import make_model_dir
 
 pytestmark = pytest.mark.usefixtures("restore_import_state")
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from harness.models import make_model_dir
 from mme.cli import main
 from mme.packaging import PackagingError, check_model_dir, pack
-from tests.model_builders import make_model_dir
 from tests.requirements.wheels import PACKAGE, ship_requirements
 from tests.unit.torchscript_models import ConvNet, FoldSensitive, folder_with_sample, image_sample
 

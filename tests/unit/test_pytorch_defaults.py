@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from harness.models import (
+    LINEAR_BIAS,
+    LINEAR_WEIGHT,
+    expected_linear,
+    make_model_dir,
+    save_linear_model,
+)
 from mme.errors import (
     BadRequestError,
     ModelLoadError,
@@ -21,13 +28,6 @@ from mme.model_code import activate_code_dir, find_model_file
 from mme.packaging import EXAMPLE_CODE
 from mme.pytorch_defaults import PytorchDefaults, device_for
 from tests.fakes import FakeContext
-from tests.model_builders import (
-    LINEAR_BIAS,
-    LINEAR_WEIGHT,
-    expected_linear,
-    make_model_dir,
-    save_linear_model,
-)
 
 defaults = PytorchDefaults()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from tests.soak.census import worker_memory_mib
+from soak.census import worker_memory_mib
 
 
 @dataclass

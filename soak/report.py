@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.soak.census import LONG_LIVED, MMS_WORKER_THREADS
-from tests.soak.traffic import KNOWN_ISSUES
+from harness.proc import MMS_WORKER_THREADS
+from soak.census import LONG_LIVED
+from soak.traffic import KNOWN_ISSUES
 
 ROLES = LONG_LIVED
 TIMELINE_ROWS = 10

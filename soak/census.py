@@ -12,25 +12,22 @@ import os
 import re
 import shutil
 import subprocess
-import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
 
-MIB = 1024 * 1024
+from harness.proc import MMS_WORKER_THREADS, fd_groups, memory_mib, thread_groups
+from harness.processes import cmdline, descendants, model_processes
+
 LONG_LIVED = ("endpoint", "serve", "java", "zygote")
 WORKER_KINDS = ("launcher", "worker", "worker-child")
-MMS_WORKER_THREADS = "W-*"  # MMS names each worker's Java threads W-<port>-<model>
 # Thread pools that the JVM and Netty start lazily up to a fixed bound and never shrink
 # (JIT compiler, GC, event loops): they can grow once after the warm-up without leaking, so
 # they are reported but not judged. Everything else must not grow.
 BOUNDED_JAVA_GROUPS = ("C1 CompilerThre", "C2 CompilerThre", "GC Thread#", "G1 Conc#",
                        "G1 Refine#", "epollEventLoopG", "nioEventLoopGro")
 JCMD_TIMEOUT_S = 60
-_TRAILING_DIGITS = re.compile(r"\d+$")
 _HEAP_USED = re.compile(r"heap\s+total \d+K, used (\d+)K")
 
 
@@ -112,52 +109,6 @@ def _kind(process: psutil.Process, parent_kind: str) -> str:
     return "other"
 
 
-def thread_groups(pid: int) -> dict[str, int]:
-    """Threads of ``pid`` by name, digits at the end dropped (``GC Thread#1`` -> ``GC Thread#``)."""
-    groups: Counter[str] = Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as f:
-                name = f.read().strip()
-        except OSError:
-            continue  # the thread ended while we looked
-        groups[MMS_WORKER_THREADS if name.startswith("W-") else
-               _TRAILING_DIGITS.sub("", name)] += 1
-    return dict(sorted(groups.items()))
-
-
-def fd_groups(pid: int) -> dict[str, int]:
-    """Open fds of ``pid`` by target: ``socket``, ``pipe``, ``anon_inode:[eventpoll]``, or
-    the file's path."""
-    groups: Counter[str] = Counter()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(("socket:", "pipe:")):
-            target = target.split(":")[0]
-        groups[target] += 1
-    return dict(sorted(groups.items()))
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """USS (private pages: what its exit would free), its dirty part, and RSS of ``pid``, in
-    MiB. The clean part of USS is mostly shared libraries' pages that no other process maps
-    at the moment: it moves when any other process on the machine maps the same library
-    (torch), so the dirty part is the steadier measure of what a process allocated."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
-        for line in rollup:
-            parts = line.split()
-            if len(parts) == 3 and parts[2] == "kB":
-                fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
-    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return {"uss_mib": round(uss / MIB, 1),
-            "private_dirty_mib": round(fields.get("Private_Dirty", 0) / MIB, 1),
-            "rss_mib": round(fields.get("Rss", 0) / MIB, 1)}
-
-
 def private_dirty_mib(pids: dict[str, list[int]]) -> dict[str, float]:
     """Each long-lived process's private dirty memory now (MiB), by role; cheap enough to
     follow during the traffic."""
@@ -201,15 +152,12 @@ def worker_memory_mib(serve_pid: int, model_id: str) -> dict[int, dict[str, floa
     """Each live worker of ``model_id`` by pid: USS and RSS of it and its per-connection
     children together (the child holds the model)."""
     workers: dict[int, dict[str, float]] = {}
-    try:
-        tree = psutil.Process(serve_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return workers
-    for process in tree:
+    serving = [process for process in model_processes(descendants(serve_pid), model_id)
+               if _python_worker(cmdline(process))]
+    for process in serving:
         try:
-            args = process.cmdline()
-            if not _serves(args, model_id) or _serves(process.parent().cmdline(), model_id):
-                continue
+            if process.parent() in serving:
+                continue  # the child of a stock worker, counted with it
             members = [process, *process.children(recursive=True)]
             totals = [memory_mib(member.pid) for member in members]
         except (psutil.Error, OSError):
@@ -219,12 +167,10 @@ def worker_memory_mib(serve_pid: int, model_id: str) -> dict[int, dict[str, floa
     return workers
 
 
-def _serves(args: list[str], model_id: str) -> bool:
-    # A prefork launcher carries the worker's arguments too, but not the model.
-    if any(arg.endswith("python-prefork") for arg in args) or not any(
-            arg.endswith("model_service_worker.py") for arg in args):
-        return False
-    return "--model-name" in args and model_id in args[args.index("--model-name") + 1:][:1]
+def _python_worker(args: list[str]) -> bool:
+    # A prefork launcher carries the worker's arguments too, but it is no worker.
+    return (any(arg.endswith("model_service_worker.py") for arg in args)
+            and not any(arg.endswith("python-prefork") for arg in args))
 
 
 def quiet(census: Census) -> bool:
@@ -263,14 +209,3 @@ def _grown(what: str, before: dict[str, int], after: dict[str, int],
              and group != MMS_WORKER_THREADS}
     return [f"{what}: " + ", ".join(f"{group!r} {was} -> {now}"
                                     for group, (was, now) in grown.items())] if grown else []
-
-
-def settle(take: Callable[[], Census], done: Callable[[Census], bool], timeout_s: float,
-           interval_s: float = 2.0) -> Census:
-    """Take censuses until ``done(census)`` or ``timeout_s`` passes; the last one."""
-    deadline = time.monotonic() + timeout_s
-    census = take()
-    while not done(census) and time.monotonic() < deadline:
-        time.sleep(interval_s)
-        census = take()
-    return census

@@ -13,11 +13,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.endpoint.archives import INPUT, expected_output, linear_model, pack
+from harness.models import SCALED_INPUT, scaled_model, scaled_output
+from mme.packaging import pack
 
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
-PAYLOAD = json.dumps(INPUT).encode()
+PAYLOAD = json.dumps(SCALED_INPUT).encode()
 MALFORMED_PAYLOAD = PAYLOAD[:-2]  # cut off: the default input_fn answers 400
 
 CSV_CODE = """
@@ -74,7 +75,7 @@ class ModelSpec:
             values = _csv_values(body) if self.accept == CSV_TYPE else json.loads(body)
         except ValueError:
             return f"unreadable body {body[:80]!r}"
-        want = expected_output(self.scale)
+        want = scaled_output(self.scale)
         if not _close(values, want):
             return f"answer {body[:80]!r}, not {want}"
         return None
@@ -116,6 +117,6 @@ def build_archives(specs: list[ModelSpec], root: Path) -> Path:
     """Write each model's archive under ``root/models``; returns that folder (the prefix)."""
     models = root / "models"
     for spec in specs:
-        source = linear_model(root / "sources" / spec.target, spec.scale, spec.code)
+        source = scaled_model(root / "sources" / spec.target, spec.scale, spec.code)
         pack(source, models / spec.target)
     return models

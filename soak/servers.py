@@ -8,8 +8,9 @@ from pathlib import Path
 
 import requests
 
-from tests.endpoint.processes import ContainerProcess, Endpoint, base_env, wait_until
-from tests.soak.census import Census, quiet, take_census
+from harness.endpoint import ContainerProcess, Endpoint, base_env
+from harness.polling import wait_until
+from soak.census import Census, quiet, take_census
 
 ENDPOINT_NAME = "soak"
 UNLOAD_TIMEOUT_S = 130  # MMS's own limit for an UNLOAD is 120 s

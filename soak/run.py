@@ -1,6 +1,6 @@
 """`make soak`: a bounded soak of `mme endpoint` in front of a real `mme serve`.
 
-    python -m tests.soak.run [--seconds 180] [--concurrency 8] [--out .soak]
+    python -m soak.run [--seconds 180] [--concurrency 8] [--out .soak]
 
 Builds a dozen tiny models, starts `mme serve` and `mme endpoint --container-url` on
 127.0.0.1, then:
@@ -30,22 +30,17 @@ from typing import Any
 
 import psutil
 
-from tests.soak import report
-from tests.soak.census import (
-    Census,
-    collect_java_garbage,
-    leaks,
-    private_dirty_mib,
-    quiet,
-    settle,
-)
-from tests.soak.models import ModelSpec, build_archives, model_specs
-from tests.soak.servers import ServerOptions, Servers
-from tests.soak.traffic import OPERATIONS, WARM_UP, Tally, Traffic, TrafficOptions
-from tests.soak.workers import WorkerWatch
+from harness.polling import settle
+from soak import report
+from soak.census import Census, collect_java_garbage, leaks, private_dirty_mib, quiet
+from soak.models import ModelSpec, build_archives, model_specs
+from soak.servers import ServerOptions, Servers
+from soak.traffic import OPERATIONS, WARM_UP, Tally, Traffic, TrafficOptions
+from soak.workers import WorkerWatch
 
 DEFAULT_MIX = "invoke=60,load=20,unload=12,bad=8"
 CLIENT_READ_TIMEOUT_S = 180  # longer than any wait the endpoint has: its answer is counted
+CENSUS_EVERY_S = 2.0  # while waiting for the servers to settle
 
 
 def _mix(text: str) -> dict[str, float]:
@@ -71,7 +66,7 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked."""
-    parser = argparse.ArgumentParser(prog="python -m tests.soak.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m soak.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=_positive(float), default=180.0,
                         help="how long the traffic runs (default 180; CI runs 45)")
@@ -97,7 +92,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         "to go before they count as leaked; MMS's idle worker threads end "
                         "after 60 s (default 100)")
     parser.add_argument("--strict", action="store_true",
-                        help="fail the run on known upstream issues too (tests/soak/traffic.py "
+                        help="fail the run on known upstream issues too (soak/traffic.py "
                         "KNOWN_ISSUES), not only on unexpected outcomes")
     parser.add_argument("--progress-every", type=_positive(float), default=10.0,
                         help="seconds between progress lines (default 10)")
@@ -175,7 +170,7 @@ def _phases(args: argparse.Namespace, servers: Servers, specs: list[ModelSpec],
     servers.unload_all()
     end = collect_java_garbage(settle(
         servers.census, lambda census: quiet(census) and not leaks(start, census),
-        args.settle_timeout))
+        args.settle_timeout, CENSUS_EVERY_S))
     result.update({
         "warm_up": _tally(warm_up, None),
         "traffic": _tally(tally, seconds),
@@ -213,7 +208,7 @@ def _quiet_census(servers: Servers, client: Any, fresh: Census, timeout_s: float
     servers.unload_all()
     idle_threads = fresh.total("threads", "endpoint")
     return collect_java_garbage(settle(servers.census, lambda census: quiet(census) and (
-        census.total("threads", "endpoint") <= idle_threads), timeout_s))
+        census.total("threads", "endpoint") <= idle_threads), timeout_s, CENSUS_EVERY_S))
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from typing import Any
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.soak.models import JSON_TYPE, MALFORMED_PAYLOAD, PAYLOAD, ModelSpec
-from tests.soak.servers import ENDPOINT_NAME, Servers
-from tests.soak.workers import WorkerWatch
+from soak.models import JSON_TYPE, MALFORMED_PAYLOAD, PAYLOAD, ModelSpec
+from soak.servers import ENDPOINT_NAME, Servers
+from soak.workers import WorkerWatch
 
 OPERATIONS = ("invoke", "load", "unload", "bad")
 WARM_UP = "warm-up"  # one invoke of each model before the traffic

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import psutil
 
-from mme.worker_guard import busy_workers
-
 
 def alive(process: psutil.Process) -> bool:
     """Whether ``process`` runs (a zombie does not)."""
@@ -88,13 +86,3 @@ def on_this_machine(started_for: Callable[[list[str]], bool]) -> list[psutil.Pro
 def running_for(model_dir: Path) -> list[psutil.Process]:
     """Every live process on this machine started for ``model_dir``."""
     return on_this_machine(lambda args: str(model_dir) in args)
-
-
-def busy_markers(processes: Iterable[psutil.Process]) -> list[str]:
-    """The pids of the workers that mark themselves busy in the private folder of the server
-    that ``processes`` belong to (the one given as ``--tmp-dir``)."""
-    for process in processes:
-        args = cmdline(process)
-        if "--tmp-dir" in args:
-            return sorted(str(pid) for pid in busy_workers(args[args.index("--tmp-dir") + 1]))
-    return []

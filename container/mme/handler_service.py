@@ -104,7 +104,6 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
         timed_out = (f"the LOAD did not finish within {config.response_timeout_s} s "
                      "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS)")
         with guarded(f"the LOAD of model {context.model_name}", config.response_timeout_s,
-                     config.server_temp_dir,
                      on_abandon=lambda: record_load_failure(config.server_temp_dir,
                                                             context.model_name, timed_out)):
             _service = HandlerService(config)
@@ -112,6 +111,5 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
         return None
     if _service is None:
         raise ModelLoadError("the model is not loaded")
-    with guarded(f"a request to model {context.model_name}",
-                 _service.config.response_timeout_s, _service.config.server_temp_dir):
+    with guarded(f"a request to model {context.model_name}", _service.config.response_timeout_s):
         return _service.handle(data, context)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,15 +12,27 @@ from harness.models import make_model_dir
 from harness.servers import NativeServer
 from tests.container.test_container_api import load
 
-# Sleeps as many seconds as the body says, then answers with the worker's pid.
+# Sleeps as many seconds as the body says, then answers with the worker's pid. While it
+# sleeps, a file in its model folder says which worker it is (see ``sleeping``).
 SLEEPY = """
     import json, os, time
     def model_fn(model_dir):
-        return None
-    def transform_fn(model, data, content_type, accept):
-        time.sleep(float(data or 0))
+        return model_dir
+    def transform_fn(model_dir, data, content_type, accept):
+        marker = os.path.join(model_dir, f"sleeping-{os.getpid()}")
+        open(marker, "w").close()
+        try:
+            time.sleep(float(data or 0))
+        finally:
+            os.remove(marker)
         return json.dumps({"pid": os.getpid()}), "application/json"
 """
+
+
+def sleeping(model_dirs: Iterable[Path]) -> list[int]:
+    """The pids of the workers in a request of these SLEEPY models now."""
+    return sorted(int(marker.name.split("-")[1])
+                  for model_dir in model_dirs for marker in model_dir.glob("sleeping-*"))
 
 
 @contextmanager

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.polling import wait_until
-from harness.processes import busy_markers, running_for
+from harness.processes import running_for
 from tests.container.test_container_api import invoke
-from tests.faults.conftest import loaded_model, running_server
+from tests.faults.conftest import loaded_model, running_server, sleeping
 
 pytestmark = pytest.mark.server
 
@@ -25,7 +25,7 @@ def test_requests_in_flight_finish_and_nothing_is_left_running(models_root: Path
             # two for "first" (one waits in MMS's queue) and one for "second"
             pending = [pool.submit(invoke, server, name, REQUEST_S, "text/plain")
                        for name in ("first", "first", "second")]
-            assert wait_until(lambda: len(busy_markers(server.descendants())) == 2, 60)
+            assert wait_until(lambda: len(sleeping(model_dirs)) == 2, 60)
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
             answers = [request.result() for request in pending]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-import psutil
-
-from harness.polling import wait_until
-from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE, BUSY, busy_workers, guarded
+from mme.worker_guard import ABANDON_GRACE_S, ABANDONED_EXIT_CODE
 
 TIMEOUT_S = 120
 
@@ -22,7 +17,7 @@ def guarded_python(work: str, after: str = "") -> subprocess.Popen[str]:
         import logging, time
         from mme.worker_guard import guarded
         logging.basicConfig(level=logging.INFO)
-        with guarded("the test work", 1, "", on_abandon=lambda: print("reported", flush=True)):
+        with guarded("the test work", 1, on_abandon=lambda: print("reported", flush=True)):
             {work}
         {after}
     """)
@@ -45,9 +40,9 @@ def test_each_job_gets_its_own_deadline_from_the_one_watchdog() -> None:
     # Many prompt jobs first (each re-arms the watchdog), then one that overruns.
     quick_then_stuck = guarded_python(
         "pass", "for _ in range(1000):\n"
-        "            with guarded('a quick job', 1, ''): pass\n"
+        "            with guarded('a quick job', 1): pass\n"
         f"        time.sleep({1 + ABANDON_GRACE_S + 1}); print('idle is fine', flush=True)\n"
-        "        with guarded('the stuck job', 1, ''): time.sleep(3600)")
+        "        with guarded('the stuck job', 1): time.sleep(3600)")
 
     output, _ = quick_then_stuck.communicate(timeout=TIMEOUT_S)
 
@@ -55,26 +50,3 @@ def test_each_job_gets_its_own_deadline_from_the_one_watchdog() -> None:
     assert "idle is fine" in output
     assert "the stuck job did not finish within 1 s" in output
     assert "a quick job did not finish" not in output
-
-
-def test_a_worker_is_busy_only_while_guarded(tmp_path: Path) -> None:
-    with guarded("a request", 60, str(tmp_path)):
-        assert busy_workers(str(tmp_path)) == [os.getpid()]
-    assert busy_workers(str(tmp_path)) == []
-
-
-def test_markers_of_dead_and_zombie_workers_do_not_count(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True, timeout=TIMEOUT_S)
-    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not reaped until wait()
-    try:
-        assert wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE,
-                          TIMEOUT_S)
-        folder = tmp_path / "in-flight"
-        folder.mkdir()
-        for pid in (dead.stdout.strip(), str(zombie.pid), str(os.getpid())):
-            (folder / pid).write_bytes(BUSY)
-        assert busy_workers(str(tmp_path)) == [os.getpid()]
-        assert sorted(p.name for p in folder.iterdir()) == [str(os.getpid())]
-    finally:
-        zombie.wait(timeout=TIMEOUT_S)

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.polling import wait_until
-from harness.processes import busy_markers, model_workers
+from harness.processes import model_workers
 from harness.servers import NativeServer
 from tests.container.test_container_api import invoke
-from tests.faults.conftest import loaded_model, running_server
+from tests.faults.conftest import loaded_model, running_server, sleeping
 
 pytestmark = pytest.mark.server
 
@@ -37,14 +37,14 @@ def pid_answering(server: NativeServer, name: str) -> int:
 def test_the_request_gets_an_error_the_model_serves_again_the_others_never_notice(
     server: NativeServer,
 ) -> None:
-    loaded_model(server, "victim")
+    victim = loaded_model(server, "victim")
     loaded_model(server, "bystander")
     bystander = pid_answering(server, "bystander")
     [worker] = model_workers(server.descendants(), "victim")
     assert pid_answering(server, "victim") == worker.pid  # the process tree finds the worker
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(invoke, server, "victim", b"3600", "text/plain")
-        assert wait_until(lambda: str(worker.pid) in busy_markers(server.descendants()), 60)
+        assert wait_until(lambda: worker.pid in sleeping([victim]), 60)
         assert pid_answering(server, "bystander") == bystander  # serves while victim is busy
         worker.send_signal(signal.SIGKILL)
         answer = pending.result()  # invoke's own timeout (120 s) fails a hang

@@ -13,7 +13,7 @@ import requests
 
 from harness.models import make_model_dir
 from harness.polling import wait_until
-from harness.processes import alive, busy_markers, cmdline, model_processes
+from harness.processes import alive, cmdline, model_processes
 from harness.servers import NativeServer
 from tests.prefork.conftest import ready_log
 
@@ -27,10 +27,15 @@ CHATTY = """
     def model_fn(model_dir):
         print("CHATTY-LOAD-OUT", flush=True)
         print("CHATTY-LOAD-ERR", file=sys.stderr, flush=True)
-        return None
-    def transform_fn(model, data, content_type, accept):
+        return model_dir
+    def transform_fn(model_dir, data, content_type, accept):
         print("CHATTY-INVOKE-OUT", flush=True)
-        time.sleep(float(data or 0))
+        marker = os.path.join(model_dir, f"sleeping-{os.getpid()}")  # the test waits for it
+        open(marker, "w").close()
+        try:
+            time.sleep(float(data or 0))
+        finally:
+            os.remove(marker)
         return json.dumps({"pid": os.getpid()}), "application/json"
 """
 
@@ -85,7 +90,8 @@ def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
     request = threading.Thread(target=lambda: answers.append(_invoke(server, "victim", 60)))
     request.start()
     # Kill it only once the request is in the worker's sleep.
-    assert wait_until(lambda: str(worker_pid) in busy_markers(server.descendants()), TIMEOUT_S)
+    marker = server.models_root / "victim" / "model" / f"sleeping-{worker_pid}"
+    assert wait_until(marker.exists, TIMEOUT_S)
     os.kill(worker_pid, signal.SIGKILL)
     request.join(timeout=TIMEOUT_S)
     assert answers and answers[0].status_code >= 500

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness.endpoint import Endpoint, base_env
 from mme.aws.session import Client
 from tests.aws.aws_cli import deploy_args, run_mme, text
-from tests.endpoint.processes import Endpoint, base_env
 
 pytestmark = pytest.mark.server
 

@@ -4,34 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-import textwrap
-import warnings
 from pathlib import Path
-
-import torch
-
-INPUT = [[1.0, 2.0]]
-
-
-def linear_model(folder: Path, scale: float, code: str | None = None) -> Path:
-    """A folder with model.pt: y = scale * (x0 + x1), and ``code/inference.py`` if given."""
-    folder.mkdir(parents=True, exist_ok=True)
-    layer = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        layer.weight.fill_(scale)
-        layer.bias.zero_()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is what the container serves
-        torch.jit.save(torch.jit.script(layer), str(folder / "model.pt"))
-    if code is not None:
-        (folder / "code").mkdir(exist_ok=True)
-        (folder / "code" / "inference.py").write_text(textwrap.dedent(code))
-    return folder
-
-
-def expected_output(scale: float) -> list[list[float]]:
-    """What :func:`linear_model` answers to :data:`INPUT`."""
-    return [[scale * sum(INPUT[0])]]
 
 
 def pack(folder: Path, archive: Path) -> Path:
@@ -128,7 +101,6 @@ class _Zeros(io.RawIOBase):
 ECHO_CODE = """
 import json
 import os
-
 import torch
 
 
@@ -158,7 +130,6 @@ def model_fn(model_dir):
 # Out of memory on the first LOAD only: the endpoint must unload another model and retry.
 OOM_ONCE_CODE = """
 import os
-
 import torch
 
 
@@ -173,7 +144,6 @@ def model_fn(model_dir):
 SLOW_LOAD_CODE = """
 import os
 import time
-
 import torch
 
 

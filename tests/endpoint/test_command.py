@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.endpoint import base_env
 from mme.ports import free_port
-from tests.endpoint.processes import base_env
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

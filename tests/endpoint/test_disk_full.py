@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.endpoint.archives import INPUT, expected_output, linear_model, pack
-from tests.endpoint.processes import Endpoint, base_env
+from harness.endpoint import Endpoint, base_env
+from harness.models import SCALED_INPUT, scaled_model, scaled_output
+from tests.endpoint.archives import pack
 
 pytestmark = pytest.mark.server
 
@@ -28,7 +29,7 @@ SCALES = {"a.tar.gz": 2.0, "b.tar.gz": 3.0, "c.tar.gz": 5.0, "huge.tar.gz": 7.0}
 
 
 def _padded_archive(sources: Path, out: Path, name: str) -> None:
-    folder = linear_model(sources / name, SCALES[name])
+    folder = scaled_model(sources / name, SCALES[name])
     (folder / "padding.bin").write_bytes(os.urandom(int(SIZES_MIB[name] * MIB)))
     pack(folder, out / name)
 
@@ -57,7 +58,7 @@ def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
 def _invoke(endpoint: Endpoint, target: str) -> object:
     answer = endpoint.client(retries={"max_attempts": 1}).invoke_endpoint(
         EndpointName=endpoint.name, TargetModel=target, ContentType="application/json",
-        Body=json.dumps(INPUT).encode())
+        Body=json.dumps(SCALED_INPUT).encode())
     return json.loads(answer["Body"].read())
 
 
@@ -75,11 +76,11 @@ def _model_folders(endpoint: Endpoint) -> set[str]:
 def test_a_full_disk_removes_unused_models_then_refuses_what_cannot_fit(
         endpoint: Endpoint) -> None:
     for target in ("a.tar.gz", "b.tar.gz"):
-        assert _invoke(endpoint, target) == expected_output(SCALES[target])
+        assert _invoke(endpoint, target) == scaled_output(SCALES[target])
     assert len(_model_folders(endpoint)) == 2  # a (unloaded, on disk) and b (loaded)
 
     # c's archive and its extracted copy do not fit beside a and b: a is removed, c fits.
-    assert _invoke(endpoint, "c.tar.gz") == expected_output(SCALES["c.tar.gz"])
+    assert _invoke(endpoint, "c.tar.gz") == scaled_output(SCALES["c.tar.gz"])
     assert "disk full while fetching c.tar.gz: removed 1 unused model(s)" in endpoint.log()
     assert len(_model_folders(endpoint)) == 2
 
@@ -95,5 +96,5 @@ def test_a_full_disk_removes_unused_models_then_refuses_what_cannot_fit(
     assert list((_cache_view(endpoint) / ".downloads").iterdir()) == []
 
     # The endpoint and its models are unaffected.
-    assert _invoke(endpoint, "c.tar.gz") == expected_output(SCALES["c.tar.gz"])
-    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert _invoke(endpoint, "c.tar.gz") == scaled_output(SCALES["c.tar.gz"])
+    assert _invoke(endpoint, "a.tar.gz") == scaled_output(SCALES["a.tar.gz"])

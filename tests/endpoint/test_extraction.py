@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import scaled_model
 from mme.endpoint.extraction import ExtractionLimits, UnsafeArchiveError, extract_archive
-from tests.endpoint.archives import bomb_archive, hostile_archive, linear_model, pack
+from tests.endpoint.archives import bomb_archive, hostile_archive, pack
 
 LIMITS = ExtractionLimits(max_bytes=4 * 1024 * 1024, max_members=50)
 
@@ -19,7 +20,7 @@ def _all_files(root: Path) -> set[str]:
 
 
 def test_a_model_archive_is_extracted_whole(tmp_path: Path) -> None:
-    source = linear_model(tmp_path / "src", 2.0, code="def model_fn(model_dir):\n    pass\n")
+    source = scaled_model(tmp_path / "src", 2.0, code="def model_fn(model_dir):\n    pass\n")
     archive = pack(source, tmp_path / "model.tar.gz")
     target = tmp_path / "cache" / "id" / "model"
 
@@ -32,7 +33,7 @@ def test_a_model_archive_is_extracted_whole(tmp_path: Path) -> None:
 
 
 def test_links_inside_the_model_are_kept(tmp_path: Path) -> None:
-    source = linear_model(tmp_path / "src", 2.0)
+    source = scaled_model(tmp_path / "src", 2.0)
     (source / "weights").mkdir()
     (source / "weights" / "latest.pt").symlink_to("../model.pt")
     target = tmp_path / "cache" / "id" / "model"
@@ -97,7 +98,7 @@ def test_something_else_than_a_tar_gz_is_refused(tmp_path: Path, content: bytes)
 
 
 def test_a_truncated_archive_is_refused(tmp_path: Path) -> None:
-    source = linear_model(tmp_path / "src", 2.0)
+    source = scaled_model(tmp_path / "src", 2.0)
     (source / "big.bin").write_bytes(os.urandom(200_000))
     whole = pack(source, tmp_path / "whole.tar.gz").read_bytes()
     archive = tmp_path / "cut.tar.gz"

@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.endpoint.archives import INPUT, expected_output
+from harness.endpoint import ContainerProcess, Endpoint, base_env
+from harness.models import SCALED_INPUT, jpeg_bytes, scaled_output
+from harness.polling import settle, wait_until
 from tests.endpoint.conftest import SCALES
-from tests.endpoint.processes import ContainerProcess, Endpoint, base_env, wait_until
-from tests.model_builders import jpeg_bytes
 
 pytestmark = pytest.mark.server
 
-PAYLOAD = json.dumps(INPUT).encode()
+PAYLOAD = json.dumps(SCALED_INPUT).encode()
 NAME = "local-endpoint"
 TCP_INFO_BYTES = 256
 TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (4.6+)
@@ -89,7 +88,7 @@ def test_local_folder_miss_then_hit(make_endpoint: MakeEndpoint) -> None:
 
     answers = [_invoke(endpoint, "b.tar.gz") for _ in range(2)]
 
-    assert answers == [expected_output(SCALES["b.tar.gz"])] * 2
+    assert answers == [scaled_output(SCALES["b.tar.gz"])] * 2
     metrics = endpoint.metrics()
     assert (metrics["ModelCacheHit_sum"], metrics["ModelCacheHit_count"]) == (1, 2)
     assert metrics["ModelDownloadingTime_count"] == 1
@@ -106,7 +105,7 @@ def test_a_model_the_container_lost_is_loaded_again(
                            timeout=130)
     assert lost.status_code == 200
 
-    assert _invoke(endpoint, "b.tar.gz") == expected_output(SCALES["b.tar.gz"])
+    assert _invoke(endpoint, "b.tar.gz") == scaled_output(SCALES["b.tar.gz"])
 
     metrics = endpoint.metrics()
     assert metrics["ModelLoadingTime_count"] == 2  # invoke got 404: loaded again, once
@@ -119,7 +118,7 @@ def test_max_loaded_models_evicts_the_least_recently_used(
     endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1")
 
     for target in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
-        assert _invoke(endpoint, target) == expected_output(SCALES[target])
+        assert _invoke(endpoint, target) == scaled_output(SCALES[target])
         assert _loaded(container, endpoint) == {_model_id(endpoint, target)}
 
     metrics = endpoint.metrics()
@@ -127,7 +126,7 @@ def test_max_loaded_models_evicts_the_least_recently_used(
     assert metrics["LoadedModelCount"] == 1
     assert "unloaded a.tar.gz" in endpoint.log() and "unloaded b.tar.gz" in endpoint.log()
     # Back to the first: loaded again from the disk cache, without a download.
-    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert _invoke(endpoint, "a.tar.gz") == scaled_output(SCALES["a.tar.gz"])
     metrics = endpoint.metrics()
     assert metrics["ModelDownloadingTime_count"] == 3
     assert metrics["ModelLoadingTime_count"] == 4
@@ -147,7 +146,7 @@ def test_the_disk_cache_is_bounded(make_endpoint: MakeEndpoint) -> None:
     assert _model_id(endpoint, "a.tar.gz") not in on_disk
     assert _model_id(endpoint, "c.tar.gz") in on_disk
     assert "removed a.tar.gz from the disk cache" in endpoint.log()
-    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert _invoke(endpoint, "a.tar.gz") == scaled_output(SCALES["a.tar.gz"])
     assert endpoint.metrics()["ModelDownloadingTime_count"] == 4  # a came from the store again
 
 
@@ -158,7 +157,7 @@ def test_out_of_memory_unloads_the_least_recently_used_and_retries(
     _invoke(endpoint, "b.tar.gz")
 
     # Its first LOAD answers 507 (model_fn raises MemoryError): a goes, then the retry works.
-    assert _invoke(endpoint, "oom-once.tar.gz") == expected_output(SCALES["oom-once.tar.gz"])
+    assert _invoke(endpoint, "oom-once.tar.gz") == scaled_output(SCALES["oom-once.tar.gz"])
 
     assert _loaded(container, endpoint) == {_model_id(endpoint, "b.tar.gz"),
                                             _model_id(endpoint, "oom-once.tar.gz")}
@@ -180,7 +179,7 @@ def test_model_cache_disabled_unloads_and_deletes_after_each_call(
             p.is_dir() and not p.name.startswith(".") for p in cache.iterdir())
 
     for _ in range(2):
-        assert _invoke(endpoint, "disabled.tar.gz") == expected_output(SCALES["disabled.tar.gz"])
+        assert _invoke(endpoint, "disabled.tar.gz") == scaled_output(SCALES["disabled.tar.gz"])
         assert wait_until(gone, timeout_s=60)
 
     metrics = endpoint.metrics()
@@ -199,14 +198,15 @@ def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
         _invoke(endpoint, "slow.tar.gz")
 
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
-    answer = None
-    deadline = time.monotonic() + 180
-    while answer is None and time.monotonic() < deadline:
+    def answer_once_loaded() -> Any:
         try:
-            answer = _invoke(endpoint, "slow.tar.gz")
+            return _invoke(endpoint, "slow.tar.gz")
         except client.exceptions.ModelNotReadyException:
-            time.sleep(1)
-    assert answer == expected_output(SCALES["slow.tar.gz"])
+            return None
+
+    answer = settle(answer_once_loaded, lambda found: found is not None, timeout_s=180,
+                    interval_s=1)
+    assert answer == scaled_output(SCALES["slow.tar.gz"])
     metrics = endpoint.metrics()
     assert metrics["ModelLoadingTime_count"] == 1  # the retries joined the same load
     assert metrics["ModelDownloadingTime_count"] == 1
@@ -251,7 +251,7 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
         assert [p.name for p in cache.iterdir() if p.name != ".downloads"] == [], target
         assert list((cache / ".downloads").iterdir()) == [], target
 
-    assert _invoke(endpoint, "a.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert _invoke(endpoint, "a.tar.gz") == scaled_output(SCALES["a.tar.gz"])
     assert endpoint.metrics()["mme_endpoint_responses_total_400"] == len(targets)
 
 
@@ -360,7 +360,7 @@ def test_a_model_whose_load_failed_is_fetched_again(
 
     # The fixed model, uploaded under the same name, serves at once (as on SageMaker).
     shutil.copy(archives["a.tar.gz"], models / "m.tar.gz")
-    assert _invoke(endpoint, "m.tar.gz") == expected_output(SCALES["a.tar.gz"])
+    assert _invoke(endpoint, "m.tar.gz") == scaled_output(SCALES["a.tar.gz"])
 
     failures = [line for line in endpoint.log().splitlines() if "LOAD of m.tar.gz" in line]
     assert len(failures) == 1, failures  # once, with the TargetModel and the container's id
@@ -388,7 +388,7 @@ def test_mme_invoke_needs_no_credentials_nor_region_against_the_local_endpoint(
         env=env, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == expected_output(SCALES["a.tar.gz"])
+    assert json.loads(result.stdout) == scaled_output(SCALES["a.tar.gz"])
 
 
 def test_the_endpoint_starts_without_warnings(make_endpoint: MakeEndpoint) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.endpoint.processes import Endpoint, base_env
+from harness.endpoint import Endpoint, base_env
 from tests.http_threads import JSONHandler, LoopbackHTTPServer, serving
 
 RACE_TIMEOUT_S = 20

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.endpoint.processes import ContainerProcess
+from harness.endpoint import ContainerProcess
+from harness.prometheus import scrape, value
 from tests.endpoint.test_local_endpoint import (  # the fixture, imported to be used here
     MakeEndpoint,
     _invoke,
     _model_id,
     make_endpoint,  # noqa: F401
 )
-from tests.prometheus_scrape import scrape, value
 
 pytestmark = pytest.mark.server
 

@@ -18,17 +18,17 @@ import requests
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
+from harness.endpoint import DUMMY_CREDENTIALS, REGION, Endpoint, base_env
+from harness.models import SCALED_INPUT, scaled_output
 from mme.endpoint.command import free_port
-from tests.endpoint.archives import INPUT, expected_output
 from tests.endpoint.conftest import SCALES
-from tests.endpoint.processes import DUMMY_CREDENTIALS, REGION, Endpoint, base_env
 
 pytestmark = pytest.mark.server
 
 BUCKET = "mme-test-models"
 PREFIX = "models/v1/"
 NAME = "s3-endpoint"
-PAYLOAD = json.dumps(INPUT).encode()
+PAYLOAD = json.dumps(SCALED_INPUT).encode()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_first_call_misses_second_hits_with_the_same_answer(endpoint: Endpoint) 
     second = _invoke(endpoint, "a.tar.gz")
 
     answers = [json.loads(r["Body"].read()) for r in (first, second)]
-    assert answers == [expected_output(SCALES["a.tar.gz"])] * 2
+    assert answers == [scaled_output(SCALES["a.tar.gz"])] * 2
     assert first["ContentType"] == "application/json"
     assert first["InvokedProductionVariant"] == "AllTraffic"
     assert first["ResponseMetadata"]["RequestId"] != second["ResponseMetadata"]["RequestId"]
@@ -107,7 +107,7 @@ def test_headers_reach_the_model_and_nested_target_models_work(endpoint: Endpoin
                      InferenceId="inference-42")
 
     seen = json.loads(answer["Body"].read())
-    assert seen == {"y": expected_output(19.0), "content_type": "application/json",
+    assert seen == {"y": scaled_output(19.0), "content_type": "application/json",
                     "accept": "application/json", "custom-attributes": "trace=1;user=x",
                     "target-model": "sub/dir/echo.tar.gz", "inference-id": "inference-42"}
 
@@ -132,7 +132,7 @@ def test_concurrent_first_calls_download_and_load_once(endpoint: Endpoint) -> No
     for thread in threads:
         thread.join(timeout=180)
 
-    assert answers == [expected_output(SCALES["concurrent.tar.gz"])] * callers
+    assert answers == [scaled_output(SCALES["concurrent.tar.gz"])] * callers
     after = endpoint.metrics()
     assert after["ModelDownloadingTime_count"] - before["ModelDownloadingTime_count"] == 1
     assert after["ModelLoadingTime_count"] - before["ModelLoadingTime_count"] == 1
@@ -223,7 +223,7 @@ def test_a_7_mb_body_gets_413_and_the_connection_still_works(endpoint: Endpoint)
     assert caught.value.response["Error"]["Code"] == "413"
     answer = client.invoke_endpoint(EndpointName=endpoint.name, TargetModel="a.tar.gz",
                                     ContentType="application/json", Body=PAYLOAD)
-    assert json.loads(answer["Body"].read()) == expected_output(SCALES["a.tar.gz"])
+    assert json.loads(answer["Body"].read()) == scaled_output(SCALES["a.tar.gz"])
 
 
 @pytest.mark.parametrize(("target", "words"), [
@@ -254,7 +254,7 @@ def test_sdk_local_mode_route_ping_and_metrics(endpoint: Endpoint) -> None:
                            headers={"Content-Type": "application/json",
                                     "X-Amzn-SageMaker-Target-Model": "a.tar.gz"})
     assert answer.status_code == 200
-    assert answer.json() == expected_output(SCALES["a.tar.gz"])
+    assert answer.json() == scaled_output(SCALES["a.tar.gz"])
     assert answer.headers["x-Amzn-Invoked-Production-Variant"] == "AllTraffic"
     assert requests.get(f"{endpoint.url}/ping", timeout=10).status_code == 200
     metrics = requests.get(f"{endpoint.url}/metrics", timeout=10)

@@ -38,8 +38,11 @@ $(MODELS_DIR)/%.tar.gz: $(STAMP) $(wildcard code/image_classifier/*)
 endpoint: $(EXAMPLES)
 	$(BIN)/mme endpoint --model-data-url $(MODELS_DIR) --port $(PORT)
 
+PY_TREES = container tests code docker scripts bench soak harness
+
 lint: $(STAMP) hadolint
-	$(BIN)/ruff check container tests code docker scripts bench soak harness
+	$(BIN)/ruff check $(PY_TREES)
+	$(BIN)/ruff format --check $(PY_TREES)
 	$(BIN)/mypy
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 

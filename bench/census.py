@@ -60,9 +60,13 @@ class Census:
 
     def to_json(self) -> dict[str, object]:
         """The census as plain data, with the totals."""
-        return {"roles": {role: asdict(h) for role, h in self.roles.items()},
-                **{f"total_{what}": round(self.total(what), 1)
-                   for what in ("processes", "threads", "fds", "uss_mib", "pss_mib")}}
+        return {
+            "roles": {role: asdict(h) for role, h in self.roles.items()},
+            **{
+                f"total_{what}": round(self.total(what), 1)
+                for what in ("processes", "threads", "fds", "uss_mib", "pss_mib")
+            },
+        }
 
 
 def take(serve_pid: int) -> Census:

@@ -48,9 +48,14 @@ def checkpoints(limit: int) -> list[int]:
 def benchmark(options: DensityOptions, root: Path, out_dir: Path, note: str) -> list[Path]:
     """Run both modes under ``root``; write density.json, .md and .png under ``out_dir``."""
     started = time.monotonic()
-    results = {"machine": report.machine(), "revision": report.revision(),
-               "environment": report.environment(), "options": asdict(options), "note": note,
-               **run(options, root)}
+    results = {
+        "machine": report.machine(),
+        "revision": report.revision(),
+        "environment": report.environment(),
+        "options": asdict(options),
+        "note": note,
+        **run(options, root),
+    }
     results["seconds"] = time.monotonic() - started
     return density_report.write(results, out_dir)
 
@@ -59,9 +64,13 @@ def run(options: DensityOptions, root: Path) -> dict[str, Any]:
     """Both modes, one after the other; the results as plain data."""
     tiny = make_tiny_model(root / "models" / "tiny" / "model")
     modes = {"prefork": options.models, "stock": options.stock_models}
-    return {"checkpoints": CHECKPOINTS, "warm_invokes": WARM_INVOKES,
-            "modes": {mode: _mode(mode, limit, root, tiny)
-                      for mode, limit in modes.items() if limit > 0}}
+    return {
+        "checkpoints": CHECKPOINTS,
+        "warm_invokes": WARM_INVOKES,
+        "modes": {
+            mode: _mode(mode, limit, root, tiny) for mode, limit in modes.items() if limit > 0
+        },
+    }
 
 
 def _mode(mode: str, limit: int, root: Path, tiny: Path) -> dict[str, Any]:
@@ -92,20 +101,26 @@ def _mode(mode: str, limit: int, root: Path, tiny: Path) -> dict[str, Any]:
     return result
 
 
-def _load_up_to(server: BenchServer, target: int, tiny: Path,
-                names: list[str]) -> dict[str, Any]:
+def _load_up_to(server: BenchServer, target: int, tiny: Path, names: list[str]) -> dict[str, Any]:
     loads, first_invokes = [], []
     while len(names) < target:
         name = f"tiny-{len(names)}"
         loads.append(server.load(name, tiny))
         names.append(name)
         first_invokes.append(server.invoke(name, PAYLOAD.body, PAYLOAD.content_type))
-    warm = [server.invoke(names[i % len(names)], PAYLOAD.body, PAYLOAD.content_type)
-            for i in range(WARM_INVOKES)]
-    return {"models": target, "loads": len(loads),
-            "load_p50_s": percentile(loads, 0.5), "load_p90_s": percentile(loads, 0.9),
-            "first_invoke": latency(first_invokes), "warm_invoke": latency(warm),
-            "census": _census(server)}
+    warm = [
+        server.invoke(names[i % len(names)], PAYLOAD.body, PAYLOAD.content_type)
+        for i in range(WARM_INVOKES)
+    ]
+    return {
+        "models": target,
+        "loads": len(loads),
+        "load_p50_s": percentile(loads, 0.5),
+        "load_p90_s": percentile(loads, 0.9),
+        "first_invoke": latency(first_invokes),
+        "warm_invoke": latency(warm),
+        "census": _census(server),
+    }
 
 
 def _census(server: BenchServer) -> dict[str, Any]:
@@ -116,7 +131,9 @@ def _census(server: BenchServer) -> dict[str, Any]:
 
 def _summary(point: dict[str, Any]) -> str:
     taken = point["census"]
-    return (f"{point['models']} models: LOAD p50 {point['load_p50_s']:.3f} s, warm invoke "
-            f"p50 {point['warm_invoke']['p50_ms']:.1f} ms, {taken['total_processes']:.0f} "
-            f"processes, {taken['total_threads']:.0f} threads, USS "
-            f"{taken['total_uss_mib']:.0f} MiB")
+    return (
+        f"{point['models']} models: LOAD p50 {point['load_p50_s']:.3f} s, warm invoke "
+        f"p50 {point['warm_invoke']['p50_ms']:.1f} ms, {taken['total_processes']:.0f} "
+        f"processes, {taken['total_threads']:.0f} threads, USS "
+        f"{taken['total_uss_mib']:.0f} MiB"
+    )

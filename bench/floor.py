@@ -35,8 +35,9 @@ class InProcess:
     serving itself.
     """
 
-    def __init__(self, model_dir: Path, body: bytes, content_type: str,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, body: bytes, content_type: str, threads: int | None = None
+    ) -> None:
         torch.set_num_threads(threads or Settings.from_env().num_threads)
         self._code = _user_module(model_dir / "code" / "inference.py")
         self._model = self._code.model_fn(str(model_dir))
@@ -45,8 +46,9 @@ class InProcess:
     def once(self) -> float:
         """Decode, preprocess, forward and postprocess once; the seconds it took."""
         started = time.monotonic()
-        prediction = self._code.predict_fn(self._code.input_fn(self._body, self._content_type),
-                                           self._model)
+        prediction = self._code.predict_fn(
+            self._code.input_fn(self._body, self._content_type), self._model
+        )
         self._code.output_fn(prediction, "application/json")
         return time.monotonic() - started
 
@@ -69,8 +71,9 @@ def _user_module(path: Path) -> Any:
     return module
 
 
-def _child(connection: Connection, model_dir: Path, body: bytes, content_type: str,
-           threads: int) -> None:
+def _child(
+    connection: Connection, model_dir: Path, body: bytes, content_type: str, threads: int
+) -> None:
     """A floor process: load the model, then answer orders until the parent goes."""
     try:
         floor = InProcess(model_dir, body, content_type, threads)
@@ -98,8 +101,9 @@ class FloorProcesses:
     A context manager: the processes end on exit, also on errors.
     """
 
-    def __init__(self, model_dir: Path, body: bytes, content_type: str, count: int,
-                 threads: int) -> None:
+    def __init__(
+        self, model_dir: Path, body: bytes, content_type: str, count: int, threads: int
+    ) -> None:
         self.count, self.threads = count, threads
         # spawn, not fork: a fresh interpreter, as a worker is, and no copy of our threads.
         context = multiprocessing.get_context("spawn")
@@ -108,8 +112,9 @@ class FloorProcesses:
         try:
             for _ in range(count):
                 parent, child = context.Pipe()
-                process = context.Process(target=_child, daemon=True,
-                                          args=(child, model_dir, body, content_type, threads))
+                process = context.Process(
+                    target=_child, daemon=True, args=(child, model_dir, body, content_type, threads)
+                )
                 process.start()
                 child.close()
                 self._connections.append(parent)
@@ -123,8 +128,12 @@ class FloorProcesses:
     def __enter__(self) -> FloorProcesses:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.close()
 
     def once(self) -> float:
@@ -139,8 +148,12 @@ class FloorProcesses:
             connection.send(("until", start_at, start_at + seconds))
         runs = [_answer(connection) for connection in self._connections]
         per_process = [run["calls"] / run["seconds"] for run in runs]
-        return {"rps": sum(per_process), "per_process_rps": per_process,
-                "processes": self.count, "threads": self.threads}
+        return {
+            "rps": sum(per_process),
+            "per_process_rps": per_process,
+            "processes": self.count,
+            "threads": self.threads,
+        }
 
     def close(self) -> None:
         """End every process (closing its pipe ends it; terminate what lingers)."""

@@ -18,7 +18,7 @@ TORCHSCRIPT_WARM_UP_CALLS = 3
 
 # The example's code, imported under another name by a model_fn that loads a state_dict:
 # the same pre- and post-processing as the TorchScript variant.
-STATE_DICT_INFERENCE = '''
+STATE_DICT_INFERENCE = """
 import os
 
 import torch
@@ -35,16 +35,16 @@ def model_fn(model_dir):
                        weights_only=True)
     network.load_state_dict(state)
     return network.eval()
-'''
+"""
 
-NOOP_INFERENCE = '''
+NOOP_INFERENCE = """
 def model_fn(model_dir):
     return None
 
 
 def transform_fn(model, body, content_type, accept):
     return body, content_type
-'''
+"""
 
 
 def torchscript_model(name: str, staging: Path, target: Path) -> Path:
@@ -64,8 +64,9 @@ def state_dict_model(name: str, target: Path) -> Path:
     code = target / "code"
     shutil.copytree(EXAMPLE_CODE, code)
     (code / "inference.py").rename(code / "image_classifier.py")
-    (code / "inference.py").write_text(textwrap.dedent(STATE_DICT_INFERENCE.format(
-        builder=builder)))
+    (code / "inference.py").write_text(
+        textwrap.dedent(STATE_DICT_INFERENCE.format(builder=builder))
+    )
     network = getattr(torchvision.models, builder)(weights=None)
     torch.save(network.state_dict(), target / "model.pth")
     return target

@@ -14,9 +14,11 @@ def turn_order(keys: Sequence[str], turn: int) -> list[str]:
     return [*keys[shift:], *keys[:shift]]
 
 
-def interleaved(targets: dict[str, Callable[[], dict[str, Any]]], rounds: int,
-                report: Callable[[str, int, dict[str, Any]], None] | None = None,
-                ) -> dict[str, dict[str, Any]]:
+def interleaved(
+    targets: dict[str, Callable[[], dict[str, Any]]],
+    rounds: int,
+    report: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Each target's median round (``median_run``) of ``rounds`` rounds taken in turns.
 
     A target returns one run with its ``rps``; ``report(target, round, run)`` hears of

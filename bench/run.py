@@ -52,42 +52,89 @@ MODES = ("stock", "prefork")
 PARTS = ("workers", "traffic", "density")
 CLIENTS = (1, 4, 16)
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
-NOTE = ("Measured on a shared machine (other jobs ran at the same time): absolute numbers "
-        "are noisy; ratios within one run compare like with like.")
+NOTE = (
+    "Measured on a shared machine (other jobs ran at the same time): absolute numbers "
+    "are noisy; ratios within one run compare like with like."
+)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=PARTS, default=None,
-                        help="run one benchmark only (default: both)")
-    parser.add_argument("--repetitions", type=int, default=3,
-                        help="workers: server starts and cold LOADs per mode and model (default 3)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"),
-                        help="where the results go (default bench/results)")
-    parser.add_argument("--budget-mib", type=float, default=3072.0,
-                        help="workers: USS budget for counting loaded ResNet-18s (default 3072)")
-    parser.add_argument("--max-models", type=int, default=40,
-                        help="workers: stop loading ResNet-18s at this many (default 40)")
-    parser.add_argument("--warm-requests", type=int, default=200,
-                        help="sequential requests per target for warm latency and the "
-                             "sequential p50 (default 200)")
-    parser.add_argument("--seconds", type=float, default=4.0,
-                        help="length of each throughput run, both benchmarks (default 4)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="traffic: rounds per shape and stack; the median is reported "
-                             "(default 3)")
-    parser.add_argument("--density-models", type=int, default=1000,
-                        help="density: tiny models in one prefork server (default 1000)")
-    parser.add_argument("--density-stock", type=int, default=density.STOCK_MODELS,
-                        help=f"density: tiny models with MMS's stock workers (default "
-                             f"{density.STOCK_MODELS}; 0 for none)")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="traffic: a previous mme-traffic.json to compare ours with "
-                             "(\"today\"); read at start, so it may be the file this run "
-                             "replaces")
-    parser.add_argument("--skip-resnet-152", action="store_true",
-                        help="workers: leave ResNet-152 out, for a quick run")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only", choices=PARTS, default=None, help="run one benchmark only (default: both)"
+    )
+    parser.add_argument(
+        "--repetitions",
+        type=int,
+        default=3,
+        help="workers: server starts and cold LOADs per mode and model (default 3)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results"),
+        help="where the results go (default bench/results)",
+    )
+    parser.add_argument(
+        "--budget-mib",
+        type=float,
+        default=3072.0,
+        help="workers: USS budget for counting loaded ResNet-18s (default 3072)",
+    )
+    parser.add_argument(
+        "--max-models",
+        type=int,
+        default=40,
+        help="workers: stop loading ResNet-18s at this many (default 40)",
+    )
+    parser.add_argument(
+        "--warm-requests",
+        type=int,
+        default=200,
+        help="sequential requests per target for warm latency and the sequential p50 (default 200)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=4.0,
+        help="length of each throughput run, both benchmarks (default 4)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="traffic: rounds per shape and stack; the median is reported (default 3)",
+    )
+    parser.add_argument(
+        "--density-models",
+        type=int,
+        default=1000,
+        help="density: tiny models in one prefork server (default 1000)",
+    )
+    parser.add_argument(
+        "--density-stock",
+        type=int,
+        default=density.STOCK_MODELS,
+        help=f"density: tiny models with MMS's stock workers (default "
+        f"{density.STOCK_MODELS}; 0 for none)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="traffic: a previous mme-traffic.json to compare ours with "
+        '("today"); read at start, so it may be the file this run '
+        "replaces",
+    )
+    parser.add_argument(
+        "--skip-resnet-152",
+        action="store_true",
+        help="workers: leave ResNet-152 out, for a quick run",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.warm_requests < 1:
         parser.error("--seconds must be positive, --rounds and --warm-requests at least 1")
@@ -100,18 +147,22 @@ def _build_models(root: Path, skip_152: bool) -> dict[str, Path]:
     urls = {}
     for name in names:
         urls[f"{name} torchscript"] = models.torchscript_model(
-            name, staging, root / "models" / f"{name}-ts" / "model")
+            name, staging, root / "models" / f"{name}-ts" / "model"
+        )
         urls[f"{name} state_dict"] = models.state_dict_model(
-            name, root / "models" / f"{name}-sd" / "model")
+            name, root / "models" / f"{name}-sd" / "model"
+        )
     urls["noop"] = models.noop_model(root / "models" / "noop" / "model")
     return urls
 
 
-def _cold_rounds(args: argparse.Namespace, root: Path, urls: dict[str, Path],
-                 image: Payload) -> dict[str, dict[str, Any]]:
+def _cold_rounds(
+    args: argparse.Namespace, root: Path, urls: dict[str, Path], image: Payload
+) -> dict[str, dict[str, Any]]:
     variants = [v for v in urls if v != "noop"]
     raw: dict[str, dict[str, Any]] = {
-        m: {"start": [], "cold": {v: [] for v in variants}} for m in MODES}
+        m: {"start": [], "cold": {v: [] for v in variants}} for m in MODES
+    }
     for rep in range(args.repetitions):
         for mode in MODES:
             server = mme_serve(mode, root / "models", root, f"cold-{rep}")
@@ -120,20 +171,28 @@ def _cold_rounds(args: argparse.Namespace, root: Path, urls: dict[str, Path],
                 for variant in variants:
                     name = f"{variant.replace(' ', '-')}-{rep}"
                     raw[mode]["cold"][variant].append(cold_load(server, name, urls[variant], image))
-                    print(f"  {mode} {variant} rep {rep}: {raw[mode]['cold'][variant][-1]}",
-                          flush=True)
+                    print(
+                        f"  {mode} {variant} rep {rep}: {raw[mode]['cold'][variant][-1]}",
+                        flush=True,
+                    )
             finally:
                 server.stop()
-    return {m: {"start": _summaries(raw[m]["start"]),
-                "cold": {v: _summaries(raw[m]["cold"][v]) for v in variants}} for m in MODES}
+    return {
+        m: {
+            "start": _summaries(raw[m]["start"]),
+            "cold": {v: _summaries(raw[m]["cold"][v]) for v in variants},
+        }
+        for m in MODES
+    }
 
 
 def _summaries(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {key: summary([run[key] for run in runs]) for key in runs[0]}
 
 
-def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
-            image: Payload) -> dict[str, Any]:
+def _steady(
+    args: argparse.Namespace, root: Path, urls: dict[str, Path], image: Payload
+) -> dict[str, Any]:
     """Warm latency and throughput with both servers up, taking turns request by request
     (latency) or run by run (throughput), so that a busy machine slows both alike."""
     noop = Payload(b'{"ping": 1}', JSON)
@@ -146,8 +205,10 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
         for server in servers.values():
             warm_up_jit(server, "noop", noop)
         floor = InProcess(urls["resnet_18 torchscript"], image.body, image.content_type)
-        targets = {mode: partial(server.invoke, "r18", image.body, image.content_type)
-                   for mode, server in servers.items()}
+        targets = {
+            mode: partial(server.invoke, "r18", image.body, image.content_type)
+            for mode, server in servers.items()
+        }
         warm = warm_latency({**targets, "floor": floor.once}, args.warm_requests)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {} for m in MODES}
         for model, name, payload in (("noop", "noop", noop), ("resnet_18", "r18", image)):
@@ -155,19 +216,28 @@ def _steady(args: argparse.Namespace, root: Path, urls: dict[str, Path],
                 runs[mode][model] = []
             for clients in CLIENTS:
                 medians = interleaved(
-                    {mode: partial(throughput, servers[mode], [name], payload, clients,
-                                   args.seconds) for mode in MODES}, THROUGHPUT_ROUNDS)
+                    {
+                        mode: partial(
+                            throughput, servers[mode], [name], payload, clients, args.seconds
+                        )
+                        for mode in MODES
+                    },
+                    THROUGHPUT_ROUNDS,
+                )
                 for mode in MODES:
                     runs[mode][model].append(medians[mode])
     finally:
         for server in servers.values():
             server.stop()
-    return {"floor": warm["floor"],
-            **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES}}
+    return {
+        "floor": warm["floor"],
+        **{mode: {"warm": warm[mode], "throughput": runs[mode]} for mode in MODES},
+    }
 
 
-def _memory(args: argparse.Namespace, root: Path, url: Path, image: Payload,
-            mode: str) -> dict[str, Any]:
+def _memory(
+    args: argparse.Namespace, root: Path, url: Path, image: Payload, mode: str
+) -> dict[str, Any]:
     server = mme_serve(mode, root / "models", root, "memory")
     try:
         server.start()
@@ -191,12 +261,17 @@ def _memory_summary(budget: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _worker_modes(args: argparse.Namespace, root: Path, urls: dict[str, Path],
-                  image: Payload) -> list[Path]:
+def _worker_modes(
+    args: argparse.Namespace, root: Path, urls: dict[str, Path], image: Payload
+) -> list[Path]:
     """Stock against pre-forked workers; write results.json, .md and the PNGs."""
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": report.machine(), "repetitions": args.repetitions,
-                               "budget_mib": args.budget_mib, "note": NOTE}
+    results: dict[str, Any] = {
+        "machine": report.machine(),
+        "repetitions": args.repetitions,
+        "budget_mib": args.budget_mib,
+        "note": NOTE,
+    }
     results["variants"] = [v for v in urls if v != "noop"]
     print("cold starts ...", flush=True)
     cold = _cold_rounds(args, root, urls, image)
@@ -206,24 +281,39 @@ def _worker_modes(args: argparse.Namespace, root: Path, urls: dict[str, Path],
     modes: dict[str, Any] = {}
     for mode in MODES:
         print(f"memory, {mode} ...", flush=True)
-        modes[mode] = {**cold[mode], **steady[mode],
-                       **_memory(args, root, urls["resnet_18 torchscript"], image, mode)}
+        modes[mode] = {
+            **cold[mode],
+            **steady[mode],
+            **_memory(args, root, urls["resnet_18 torchscript"], image, mode),
+        }
     results["modes"] = modes
     results["seconds"] = time.monotonic() - started
     return report.write(results, args.out)
 
 
-def _traffic(args: argparse.Namespace, root: Path, urls: dict[str, Path], image: Payload,
-             baseline: dict[str, Any] | None) -> list[Path]:
+def _traffic(
+    args: argparse.Namespace,
+    root: Path,
+    urls: dict[str, Path],
+    image: Payload,
+    baseline: dict[str, Any] | None,
+) -> list[Path]:
     """The MME traffic shapes, stock stack against ours; write mme-traffic.json, .md, .png."""
     started = time.monotonic()
     options = TrafficOptions(args.seconds, args.rounds, args.warm_requests)
-    measured = traffic.measure(options, root,
-                               traffic.Models(urls["resnet_18 torchscript"], urls["noop"], image))
-    results = {"kind": traffic_report.KIND, "machine": report.machine(),
-               "revision": report.revision(), "environment": report.environment(),
-               "options": asdict(options), **measured, "seconds": time.monotonic() - started,
-               "note": NOTE}
+    measured = traffic.measure(
+        options, root, traffic.Models(urls["resnet_18 torchscript"], urls["noop"], image)
+    )
+    results = {
+        "kind": traffic_report.KIND,
+        "machine": report.machine(),
+        "revision": report.revision(),
+        "environment": report.environment(),
+        "options": asdict(options),
+        **measured,
+        "seconds": time.monotonic() - started,
+        "note": NOTE,
+    }
     return traffic_report.write(traffic_report.finish(results, baseline), args.out)
 
 
@@ -252,8 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             print(written[-2].read_text())
         if args.only in (None, "density"):
             written += density.benchmark(
-                density.DensityOptions(args.density_models, args.density_stock), root,
-                args.out, NOTE)
+                density.DensityOptions(args.density_models, args.density_stock),
+                root,
+                args.out,
+                NOTE,
+            )
             print(written[-2].read_text())
     print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")
     return 0

@@ -41,8 +41,9 @@ def cold_load(server: BenchServer, name: str, url: Path, payload: Payload) -> di
     return {"load_s": load_s, "first_invoke_s": first_s}
 
 
-def warm_latency(targets: dict[str, Callable[[], float]],
-                 count: int) -> dict[str, dict[str, float]]:
+def warm_latency(
+    targets: dict[str, Callable[[], float]], count: int
+) -> dict[str, dict[str, float]]:
     """p50/p99 of ``count`` sequential calls of each target, in blocks of BLOCK calls.
 
     The targets take turns block by block, so that whatever else the machine does slows
@@ -60,16 +61,18 @@ def warm_latency(targets: dict[str, Callable[[], float]],
     return {label: latency(values) for label, values in timings.items()}
 
 
-def warm_up_jit(server: BenchServer, name: str, payload: Payload,
-                requests_count: int = JIT_WARM_UP_REQUESTS) -> None:
+def warm_up_jit(
+    server: BenchServer, name: str, payload: Payload, requests_count: int = JIT_WARM_UP_REQUESTS
+) -> None:
     """Invoke ``name`` ``requests_count`` times, so that Java has compiled the request path."""
     with requests.Session() as session:
         for _ in range(requests_count):
             server.invoke(name, payload.body, payload.content_type, session)
 
 
-def throughput(server: BenchServer, names: Sequence[str], payload: Payload, clients: int,
-               duration_s: float) -> dict[str, Any]:
+def throughput(
+    server: BenchServer, names: Sequence[str], payload: Payload, clients: int, duration_s: float
+) -> dict[str, Any]:
     """Requests per second and latency with ``clients`` keep-alive clients for ``duration_s``.
 
     Client ``i`` invokes model ``names[i % len(names)]``, so the clients are spread evenly
@@ -83,8 +86,11 @@ def throughput(server: BenchServer, names: Sequence[str], payload: Payload, clie
         with requests.Session() as session:
             try:
                 while time.monotonic() < deadline:
-                    timings[index].append(server.invoke(names[index % len(names)], payload.body,
-                                                        payload.content_type, session))
+                    timings[index].append(
+                        server.invoke(
+                            names[index % len(names)], payload.body, payload.content_type, session
+                        )
+                    )
             except Exception as exc:  # reported after the run, not lost in a thread
                 errors.append(exc)
 
@@ -98,14 +104,22 @@ def throughput(server: BenchServer, names: Sequence[str], payload: Payload, clie
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]}")
     done = [t for per_client in timings for t in per_client]
-    per_model = [sum(len(timings[i]) for i in range(index, clients, len(names))) / elapsed
-                 for index in range(len(names))]
-    return {"clients": clients, "models": len(names), "rps": len(done) / elapsed,
-            **latency(done), "per_model_rps": per_model}
+    per_model = [
+        sum(len(timings[i]) for i in range(index, clients, len(names))) / elapsed
+        for index in range(len(names))
+    ]
+    return {
+        "clients": clients,
+        "models": len(names),
+        "rps": len(done) / elapsed,
+        **latency(done),
+        "per_model_rps": per_model,
+    }
 
 
-def memory_budget(server: BenchServer, url: Path, payload: Payload, budget_mib: float,
-                  limit: int) -> dict[str, Any]:
+def memory_budget(
+    server: BenchServer, url: Path, payload: Payload, budget_mib: float, limit: int
+) -> dict[str, Any]:
     """Load copies of one model until the server's USS would pass ``budget_mib``; unload them.
 
     Each copy is invoked once, so that it holds what serving needs. The server's fixed
@@ -122,13 +136,19 @@ def memory_budget(server: BenchServer, url: Path, payload: Payload, budget_mib: 
         names.append(name)
         per_model.append(memory_mib(server.model_processes(name)))
         used = memory_mib(server.fixed_processes())["uss_mib"] + sum(
-            m["uss_mib"] for m in per_model)
+            m["uss_mib"] for m in per_model
+        )
         if used > budget_mib:
             break
     fitted = len(names) - 1 if used > budget_mib else len(names)
     unloads = [_unload_and_measure(server, name) for name in names]
-    return {"fixed": fixed, "per_model": per_model, "models_in_budget": fitted,
-            "hit_limit": used <= budget_mib, "unload": unloads}
+    return {
+        "fixed": fixed,
+        "per_model": per_model,
+        "models_in_budget": fitted,
+        "hit_limit": used <= budget_mib,
+        "unload": unloads,
+    }
 
 
 def _unload_and_measure(server: BenchServer, name: str) -> dict[str, float]:
@@ -137,5 +157,9 @@ def _unload_and_measure(server: BenchServer, name: str) -> dict[str, float]:
     unload_s = server.unload(name)
     started = time.monotonic()
     gone = wait_gone(processes, UNLOAD_GONE_S)
-    return {"unload_s": unload_s, "processes_gone_s": unload_s + time.monotonic() - started,
-            "uss_freed_mib": held["uss_mib"] if gone else 0.0, "all_gone": float(gone)}
+    return {
+        "unload_s": unload_s,
+        "processes_gone_s": unload_s + time.monotonic() - started,
+        "uss_freed_mib": held["uss_mib"] if gone else 0.0,
+        "all_gone": float(gone),
+    }

@@ -57,8 +57,8 @@ class BenchServer:
         self.native.start(timeout_s=TIMEOUT_S)
         ping_s = time.monotonic() - started
         if self.ready_line is not None and not wait_for_log(
-                self.native, self.ready_line, started + TIMEOUT_S - time.monotonic(),
-                interval_s=0.02):
+            self.native, self.ready_line, started + TIMEOUT_S - time.monotonic(), interval_s=0.02
+        ):
             raise TimeoutError(f"{self.mode} server never logged {self.ready_line!r}")
         return {"ping_s": ping_s, "ready_s": time.monotonic() - started}
 
@@ -70,8 +70,9 @@ class BenchServer:
     def load(self, name: str, url: Path) -> float:
         """LOAD ``url`` as ``name``; the seconds the LOAD took (it must succeed)."""
         started = time.monotonic()
-        answer = self.session.post(f"{self.url}/models", json={"model_name": name, "url": str(url)},
-                                   timeout=TIMEOUT_S)
+        answer = self.session.post(
+            f"{self.url}/models", json={"model_name": name, "url": str(url)}, timeout=TIMEOUT_S
+        )
         elapsed = time.monotonic() - started
         if answer.status_code != 200:
             raise RuntimeError(f"LOAD of {name} ({self.mode}) failed: {answer.text}")
@@ -86,13 +87,17 @@ class BenchServer:
             raise RuntimeError(f"UNLOAD of {name} ({self.mode}) failed: {answer.text}")
         return elapsed
 
-    def invoke(self, name: str, body: bytes, content_type: str,
-               session: requests.Session | None = None) -> float:
+    def invoke(
+        self, name: str, body: bytes, content_type: str, session: requests.Session | None = None
+    ) -> float:
         """One invocation; the seconds it took (it must answer 200)."""
         started = time.monotonic()
         answer = (session or self.session).post(
-            f"{self.url}/models/{name}/invoke", data=body, timeout=TIMEOUT_S,
-            headers={"Content-Type": content_type, "Accept": "application/json"})
+            f"{self.url}/models/{name}/invoke",
+            data=body,
+            timeout=TIMEOUT_S,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
         elapsed = time.monotonic() - started
         if answer.status_code != 200:
             raise RuntimeError(f"invoke of {name} ({self.mode}) failed: {answer.text[:300]}")
@@ -107,14 +112,18 @@ class BenchServer:
         return [p for p in self.native.descendants() if model_name(cmdline(p)) is None]
 
 
-def mme_serve(mode: str | None, models_root: Path, log_dir: Path, tag: str,
-              env: dict[str, str] | None = None) -> BenchServer:
+def mme_serve(
+    mode: str | None, models_root: Path, log_dir: Path, tag: str, env: dict[str, str] | None = None
+) -> BenchServer:
     """`mme serve` with ``MME_WORKER_MODE=mode`` (None: its default) and ``env``.
 
     Its log goes to ``log_dir``.
     """
     label = mode or "mme serve"
     mode_env = {"MME_WORKER_MODE": mode} if mode else {}
-    native = NativeServer(models_root, env={**mode_env, **(env or {})},
-                          log_path=log_dir / f"serve-{label.replace(' ', '-')}-{tag}.log")
+    native = NativeServer(
+        models_root,
+        env={**mode_env, **(env or {})},
+        log_path=log_dir / f"serve-{label.replace(' ', '-')}-{tag}.log",
+    )
     return BenchServer(label, native, READY_LINE)

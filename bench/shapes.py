@@ -31,8 +31,10 @@ class Shape:
 
 
 SEQUENTIAL = Shape("seq", "1 model, sequential (1 client), p50", P50, clients=1)
-LOADED = tuple(Shape(f"k{n}", f"{n} model{'s' if n > 1 else ''}, {CLIENTS} clients", RPS,
-                     models=n) for n in MODEL_COUNTS)
+LOADED = tuple(
+    Shape(f"k{n}", f"{n} model{'s' if n > 1 else ''}, {CLIENTS} clients", RPS, models=n)
+    for n in MODEL_COUNTS
+)
 TWO_WORKERS = Shape("w2", f"1 model, 2 workers, {CLIENTS} clients", RPS, workers=2)
 SHAPES = (SEQUENTIAL, *LOADED, TWO_WORKERS)
 # The goal compares 4 models with the parallel floor, so the floor takes turns in its rounds.

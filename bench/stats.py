@@ -8,8 +8,12 @@ from typing import Any
 
 def summary(values: list[float]) -> dict[str, float]:
     """Median, min, max and the count of ``values`` (which must not be empty)."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -21,8 +25,11 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def latency(values: list[float]) -> dict[str, float]:
     """p50 and p99 in milliseconds, and the count."""
-    return {"p50_ms": percentile(values, 0.50) * 1000, "p99_ms": percentile(values, 0.99) * 1000,
-            "n": len(values)}
+    return {
+        "p50_ms": percentile(values, 0.50) * 1000,
+        "p99_ms": percentile(values, 0.99) * 1000,
+        "n": len(values),
+    }
 
 
 def median_run(rounds: list[dict[str, Any]]) -> dict[str, Any]:

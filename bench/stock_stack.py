@@ -46,11 +46,18 @@ TOOLKIT_DEFAULT_VMARGS = "-XX:-UseContainerSupport"
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.stock_stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stock_stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--port", type=int, required=True, help="SAGEMAKER_BIND_TO_PORT")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="SAGEMAKER_MODEL_SERVER_WORKERS (default: MMS's, 1 per model)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="SAGEMAKER_MODEL_SERVER_WORKERS (default: MMS's, 1 per model)",
+    )
     return parser.parse_args(argv)
 
 
@@ -68,8 +75,9 @@ def stock_environment(port: int, workers: int | None, temp_dir: str) -> dict[str
         "SAGEMAKER_MODEL_SERVER_VMARGS": f"{TOOLKIT_DEFAULT_VMARGS} -Djava.io.tmpdir={temp_dir}",
         # The toolkit runs `multi-model-server` by name; the workers import this package.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT),
-                                                  os.environ.get("PYTHONPATH")) if p),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
+        ),
     }
     if workers is not None:
         env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
@@ -86,8 +94,11 @@ def _own_mms_process() -> psutil.Process:
     """MMS's Java among this process's descendants (the toolkit's search, narrowed)."""
     from sagemaker_inference import model_server
 
-    found = [p for p in psutil.Process().children(recursive=True)
-             if model_server.MMS_NAMESPACE in _live_cmdline(p)]
+    found = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if model_server.MMS_NAMESPACE in _live_cmdline(p)
+    ]
     if len(found) != 1:
         raise RuntimeError(f"expected one MMS process of this server, found {len(found)}")
     return found[0]

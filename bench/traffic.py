@@ -61,23 +61,36 @@ def measure(options: TrafficOptions, root: Path, models: Models) -> dict[str, An
     shapes: dict[str, dict[str, Any]] = {}
     floors: dict[str, dict[str, Any]] = {}
     _say("MME traffic: starting the in-process floors ...")
-    with (FloorProcesses(models.user_model, image.body, image.content_type, 1,
-                         cpus) as sequential_floor,
-          FloorProcesses(models.user_model, image.body, image.content_type, cpus,
-                         1) as parallel_floor,
-          _stacks(root, models, workers=1) as servers):
+    with (
+        FloorProcesses(
+            models.user_model, image.body, image.content_type, 1, cpus
+        ) as sequential_floor,
+        FloorProcesses(
+            models.user_model, image.body, image.content_type, cpus, 1
+        ) as parallel_floor,
+        _stacks(root, models, workers=1) as servers,
+    ):
         names = _load(servers, models, [], SEQUENTIAL.models)
         _say(f"  {SEQUENTIAL.label} ...")
-        latency = warm_latency({**{stack: partial(server.invoke, names[0], image.body,
-                                                  image.content_type)
-                                   for stack, server in servers.items()},
-                                "floor": sequential_floor.once}, options.sequential_requests)
+        latency = warm_latency(
+            {
+                **{
+                    stack: partial(server.invoke, names[0], image.body, image.content_type)
+                    for stack, server in servers.items()
+                },
+                "floor": sequential_floor.once,
+            },
+            options.sequential_requests,
+        )
         shapes[SEQUENTIAL.key] = _shape_result(SEQUENTIAL, latency)
         floors["sequential"] = {**latency["floor"], "processes": 1, "threads": cpus}
         for shape in LOADED:
             names = _load(servers, models, names, shape.models)
-            extra = {"floor": partial(parallel_floor.throughput, options.seconds)
-                     } if shape.key == FLOOR_SHAPE else {}
+            extra = (
+                {"floor": partial(parallel_floor.throughput, options.seconds)}
+                if shape.key == FLOOR_SHAPE
+                else {}
+            )
             medians = _rounds(shape, servers, names, image, options, extra)
             shapes[shape.key] = _shape_result(shape, medians)
             if extra:
@@ -85,7 +98,8 @@ def measure(options: TrafficOptions, root: Path, models: Models) -> dict[str, An
     with _stacks(root, models, workers=TWO_WORKERS.workers) as servers:
         names = _load(servers, models, [], TWO_WORKERS.models)
         shapes[TWO_WORKERS.key] = _shape_result(
-            TWO_WORKERS, _rounds(TWO_WORKERS, servers, names, image, options, {}))
+            TWO_WORKERS, _rounds(TWO_WORKERS, servers, names, image, options, {})
+        )
     return {"shapes": shapes, "floors": floors}
 
 
@@ -96,8 +110,10 @@ def _stacks(root: Path, models: Models, workers: int) -> Iterator[dict[str, Benc
     # Left unset for one worker: what users get when they set nothing.
     setting = None if workers == 1 else workers
     env = {} if setting is None else {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
-    servers = {"stock": stock_stack(root, tag, setting),
-               "ours": mme_serve(None, root / "models", root, tag, env)}
+    servers = {
+        "stock": stock_stack(root, tag, setting),
+        "ours": mme_serve(None, root / "models", root, tag, env),
+    }
     begun: list[BenchServer] = []
     try:
         for stack, server in servers.items():
@@ -114,8 +130,9 @@ def _stacks(root: Path, models: Models, workers: int) -> Iterator[dict[str, Benc
             server.stop()
 
 
-def _load(servers: dict[str, BenchServer], models: Models, names: list[str],
-          count: int) -> list[str]:
+def _load(
+    servers: dict[str, BenchServer], models: Models, names: list[str], count: int
+) -> list[str]:
     """LOAD the user's model under new names until ``count`` are loaded; all the names."""
     new = [f"model-{index}" for index in range(len(names), count)]
     if new:
@@ -128,11 +145,19 @@ def _load(servers: dict[str, BenchServer], models: Models, names: list[str],
     return [*names, *new]
 
 
-def _rounds(shape: Shape, servers: dict[str, BenchServer], names: list[str], image: Payload,
-            options: TrafficOptions, extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _rounds(
+    shape: Shape,
+    servers: dict[str, BenchServer],
+    names: list[str],
+    image: Payload,
+    options: TrafficOptions,
+    extra: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
     """Both stacks (and ``extra`` targets) in turns for ``options.rounds`` rounds."""
-    targets = {stack: partial(throughput, server, names, image, shape.clients, options.seconds)
-               for stack, server in servers.items()}
+    targets = {
+        stack: partial(throughput, server, names, image, shape.clients, options.seconds)
+        for stack, server in servers.items()
+    }
     _say(f"  {shape.label} ...")
     return interleaved({**targets, **extra}, options.rounds, _progress)
 
@@ -147,6 +172,11 @@ def _say(message: str) -> None:
 
 
 def _shape_result(shape: Shape, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"label": shape.label, "metric": shape.metric, "models": shape.models,
-            "workers": shape.workers, "clients": shape.clients,
-            **{stack: measured[stack] for stack in STACKS}}
+    return {
+        "label": shape.label,
+        "metric": shape.metric,
+        "models": shape.models,
+        "workers": shape.workers,
+        "clients": shape.clients,
+        **{stack: measured[stack] for stack in STACKS},
+    }

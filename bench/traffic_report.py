@@ -42,18 +42,24 @@ GOALS = (
     Goal("4 models, 16 clients: >= 0.9x the parallel in-process floor", "k4", "floor", 0.9),
     Goal("1 model, 2 workers, 16 clients: >= the stock stack", "w2", "stock", 1.0),
     Goal("1 model, sequential p50: <= 1.05x today (baseline)", "seq", "baseline", 1.05),
-    Goal("1 model, 16 clients: no worse than today (>= 0.95x baseline)", "k1", "baseline",
-         0.95),
-    *(Goal(f"{shape.label}: never slower than the stock stack", shape.key, "stock", 1.0)
-      for shape in SHAPES),
+    Goal("1 model, 16 clients: no worse than today (>= 0.95x baseline)", "k1", "baseline", 0.95),
+    *(
+        Goal(f"{shape.label}: never slower than the stock stack", shape.key, "stock", 1.0)
+        for shape in SHAPES
+    ),
 )
 
 
 def compact(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each shape's judged number for both stacks: what a later run compares itself with."""
-    return {key: {"metric": shape["metric"], "stock": shape["stock"][shape["metric"]],
-                  "ours": shape["ours"][shape["metric"]]}
-            for key, shape in results["shapes"].items()}
+    return {
+        key: {
+            "metric": shape["metric"],
+            "stock": shape["stock"][shape["metric"]],
+            "ours": shape["ours"][shape["metric"]],
+        }
+        for key, shape in results["shapes"].items()
+    }
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -67,8 +73,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(f"--baseline {path}: cannot read it ({exc})") from exc
     if not isinstance(previous, dict) or previous.get("kind") != KIND:
         raise ValueError(f"--baseline {path}: not an {KIND}.json written by `make bench`")
-    return {"path": str(path), "revision": previous.get("revision"),
-            "machine": previous.get("machine"), "shapes": compact(previous)}
+    return {
+        "path": str(path),
+        "revision": previous.get("revision"),
+        "machine": previous.get("machine"),
+        "shapes": compact(previous),
+    }
 
 
 def _floor(results: dict[str, Any], metric: str) -> float | None:
@@ -83,10 +93,12 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     for key, shape in results["shapes"].items():
         metric = shape["metric"]
         ours = shape["ours"][metric]
-        others = {"stock": shape["stock"][metric], "floor": _floor(results, metric),
-                  "baseline": baseline.get(key, {}).get("ours")}
-        table[key] = {against: ours / value if value else None
-                      for against, value in others.items()}
+        others = {
+            "stock": shape["stock"][metric],
+            "floor": _floor(results, metric),
+            "baseline": baseline.get(key, {}).get("ours"),
+        }
+        table[key] = {against: ours / value if value else None for against, value in others.items()}
     return table
 
 
@@ -98,8 +110,13 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         shape = results["shapes"].get(goal.shape)
         ratio = table.get(goal.shape, {}).get(goal.against)
         higher = shape is not None and shape["metric"] == RPS
-        judged.append({"goal": goal.text, "ratio": ratio,
-                       "passed": goal.passed(ratio, higher) if shape else None})
+        judged.append(
+            {
+                "goal": goal.text,
+                "ratio": ratio,
+                "passed": goal.passed(ratio, higher) if shape else None,
+            }
+        )
     return judged
 
 
@@ -132,65 +149,89 @@ def markdown(results: dict[str, Any]) -> str:
     """The shapes table, the floors, the goals table and how the run was made."""
     floors = results["floors"]
     lines = [
-        "# `make bench`: MME traffic, the stock stack vs `mme serve`", "",
+        "# `make bench`: MME traffic, the stock stack vs `mme serve`",
+        "",
         "Stock stack: the SageMaker Inference Toolkit's `start_model_server` with the seed's "
         "handler service, MMS's defaults (1 worker per model, `OMP_NUM_THREADS=1` per "
         "worker). Ours: `mme serve` with its defaults. Same user `code/inference.py` "
         "(TorchScript ResNet-18, JPEG in, top-5 JSON out), keep-alive clients on 127.0.0.1. "
         "Throughput: the median of the rounds (every round in JSON). Ratios: ours / other "
-        "(higher is better for req/s, lower for ms).", "",
+        "(higher is better for req/s, lower for ms).",
+        "",
         "| shape | stock stack | `mme serve` | ours/stock | ours/floor | ours/baseline |",
         "|---|---|---|---|---|---|",
     ]
     for key, shape in results["shapes"].items():
         ratio = results["ratios"][key]
-        lines.append(f"| {shape['label']} | {_cell(shape, 'stock')} | {_cell(shape, 'ours')} | "
-                     + " | ".join(_ratio(ratio[a]) for a in AGAINST) + " |")
+        lines.append(
+            f"| {shape['label']} | {_cell(shape, 'stock')} | {_cell(shape, 'ours')} | "
+            + " | ".join(_ratio(ratio[a]) for a in AGAINST)
+            + " |"
+        )
     lines.append("")
     if "sequential" in floors:
         sequential = floors["sequential"]
-        lines.append(f"In-process floor, sequential: one process, {sequential['threads']} "
-                     f"threads: p50 {sequential['p50_ms']:.1f} ms "
-                     f"(p99 {sequential['p99_ms']:.1f} ms).")
+        lines.append(
+            f"In-process floor, sequential: one process, {sequential['threads']} "
+            f"threads: p50 {sequential['p50_ms']:.1f} ms "
+            f"(p99 {sequential['p99_ms']:.1f} ms)."
+        )
     if "parallel" in floors:
         parallel = floors["parallel"]
-        lines.append(f"In-process floor, parallel: {parallel['processes']} one-thread "
-                     f"processes at once: {parallel['rps']:.1f} images/s summed "
-                     "(no batching; measured in turns with the 4-model rounds).")
+        lines.append(
+            f"In-process floor, parallel: {parallel['processes']} one-thread "
+            f"processes at once: {parallel['rps']:.1f} images/s summed "
+            "(no batching; measured in turns with the 4-model rounds)."
+        )
     lines += ["", "| goal (issue 11) | measured | |", "|---|---|---|"]
-    lines += [f"| {g['goal']} | {_ratio(g['ratio'])} | {_verdict(g['passed'])} |"
-              for g in results["goals"]]
+    lines += [
+        f"| {g['goal']} | {_ratio(g['ratio'])} | {_verdict(g['passed'])} |"
+        for g in results["goals"]
+    ]
     lines += ["", *_provenance(results), ""]
     return "\n".join(lines)
 
 
 def _provenance(results: dict[str, Any]) -> list[str]:
     options = results["options"]
-    lines = [f"Machine: {results['machine']}", "",
-             f"Revision: {results['revision']}; environment: {results['environment'] or 'none'}"
-             f"; {options['rounds']} rounds of {options['seconds']:g} s per shape, "
-             f"{options['sequential_requests']} sequential requests per target; "
-             f"{results['seconds']:.0f} s in all."]
+    lines = [
+        f"Machine: {results['machine']}",
+        "",
+        f"Revision: {results['revision']}; environment: {results['environment'] or 'none'}"
+        f"; {options['rounds']} rounds of {options['seconds']:g} s per shape, "
+        f"{options['sequential_requests']} sequential requests per target; "
+        f"{results['seconds']:.0f} s in all.",
+    ]
     baseline = results.get("baseline")
     if baseline:
-        lines += ["", f"Baseline (\"today\"): {baseline['path']}, revision "
-                      f"{baseline['revision']}; its machine: {baseline['machine']}."]
+        lines += [
+            "",
+            f'Baseline ("today"): {baseline["path"]}, revision '
+            f"{baseline['revision']}; its machine: {baseline['machine']}.",
+        ]
         drift = _stock_drift(results)
         if drift is not None:
-            lines.append(f"The stock stack now / in the baseline, median over shapes: "
-                         f"{drift:.2f}x (how much the machine itself moved).")
+            lines.append(
+                f"The stock stack now / in the baseline, median over shapes: "
+                f"{drift:.2f}x (how much the machine itself moved)."
+            )
     else:
-        lines += ["", "No baseline: pass `--baseline` a previous mme-traffic.json for the "
-                      "\"no worse than today\" goals."]
+        lines += [
+            "",
+            "No baseline: pass `--baseline` a previous mme-traffic.json for the "
+            '"no worse than today" goals.',
+        ]
     return lines
 
 
 def _stock_drift(results: dict[str, Any]) -> float | None:
     """How the unchanged stock stack moved against the baseline: the noise of the comparison."""
     shapes = results["baseline"]["shapes"]
-    moved = sorted(shape["stock"][shape["metric"]] / shapes[key]["stock"]
-                   for key, shape in results["shapes"].items()
-                   if shapes.get(key, {}).get("stock") and shape["metric"] == RPS)
+    moved = sorted(
+        shape["stock"][shape["metric"]] / shapes[key]["stock"]
+        for key, shape in results["shapes"].items()
+        if shapes.get(key, {}).get("stock") and shape["metric"] == RPS
+    )
     return moved[len(moved) // 2] if moved else None
 
 

@@ -22,11 +22,23 @@ DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "t
 
 def base_env() -> dict[str, str]:
     """The environment of every server started here: dummy AWS, one thread, no proxy."""
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": REGION, "MME_NUM_THREADS": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-                 "https_proxy"):
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "MME_NUM_THREADS": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
         env.pop(name, None)
     return env
 
@@ -34,19 +46,32 @@ def base_env() -> dict[str, str]:
 class Endpoint(ServerProcess):
     """`mme endpoint` with the given options, on a free port."""
 
-    def __init__(self, name: str, options: list[str], log_path: Path,
-                 wrapper: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, name: str, options: list[str], log_path: Path, wrapper: tuple[str, ...] = ()
+    ) -> None:
         port = free_port()
-        super().__init__(["endpoint", "--endpoint-name", name, "--port", str(port), *options],
-                         port, log_path, wrapper)
+        super().__init__(
+            ["endpoint", "--endpoint-name", name, "--port", str(port), *options],
+            port,
+            log_path,
+            wrapper,
+        )
         self.name = name
 
     def client(self, **config: Any) -> Any:
         """The real boto3 sagemaker-runtime client, pointed at this endpoint."""
-        settings = {"read_timeout": 120, "retries": {"mode": "standard", "max_attempts": 3},
-                    **config}
-        return boto3.client("sagemaker-runtime", region_name=REGION, endpoint_url=self.url,
-                            config=Config(**settings), **DUMMY_CREDENTIALS)
+        settings = {
+            "read_timeout": 120,
+            "retries": {"mode": "standard", "max_attempts": 3},
+            **config,
+        }
+        return boto3.client(
+            "sagemaker-runtime",
+            region_name=REGION,
+            endpoint_url=self.url,
+            config=Config(**settings),
+            **DUMMY_CREDENTIALS,
+        )
 
     def metrics(self) -> defaultdict[str, float]:
         """GET /metrics as {sample name: value}, summed over the models' labels (CloudWatch's
@@ -55,8 +80,11 @@ class Endpoint(ServerProcess):
 
     def call_lines(self, target_model: str) -> list[str]:
         """The per-call log lines for one TargetModel."""
-        return [line for line in self.log().splitlines()
-                if "invocation request_id=" in line and f"target_model={target_model!r}" in line]
+        return [
+            line
+            for line in self.log().splitlines()
+            if "invocation request_id=" in line and f"target_model={target_model!r}" in line
+        ]
 
 
 class ContainerProcess(ServerProcess):
@@ -74,8 +102,11 @@ class ContainerProcess(ServerProcess):
         """{modelName: modelUrl} of the loaded models whose folder is under ``folder``."""
         answer = requests.get(f"{self.url}/models", timeout=10)
         answer.raise_for_status()
-        return {model["modelName"]: model["modelUrl"] for model in answer.json()["models"]
-                if model["modelUrl"].startswith(f"{folder}/")}
+        return {
+            model["modelName"]: model["modelUrl"]
+            for model in answer.json()["models"]
+            if model["modelUrl"].startswith(f"{folder}/")
+        }
 
     def unload_under(self, folder: Path) -> None:
         """Unload what an endpoint left loaded (SageMaker would keep it; tests must not)."""

@@ -58,8 +58,9 @@ def scaled_output(scale: float) -> list[list[float]]:
     return [[scale * sum(SCALED_INPUT[0])]]
 
 
-def make_model_dir(root: Path, name: str, code: dict[str, str] | None = None,
-                   weights: bool = True) -> Path:
+def make_model_dir(
+    root: Path, name: str, code: dict[str, str] | None = None, weights: bool = True
+) -> Path:
     """``root/<name>/model`` with the linear model.pt (optional) and ``code/`` files."""
     model_dir = root / name / "model"
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ T = TypeVar("T")
 POLL_S = 0.2
 
 
-def settle(take: Callable[[], T], done: Callable[[T], object], timeout_s: float,
-           interval_s: float = POLL_S) -> T:
+def settle(
+    take: Callable[[], T], done: Callable[[T], object], timeout_s: float, interval_s: float = POLL_S
+) -> T:
     """Call ``take()`` every ``interval_s`` until ``done(value)`` holds or ``timeout_s``
     passes; the last value (the caller judges it)."""
     deadline = time.monotonic() + timeout_s
@@ -23,8 +24,9 @@ def settle(take: Callable[[], T], done: Callable[[T], object], timeout_s: float,
     return value
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float,
-               interval_s: float = POLL_S) -> bool:
+def wait_until(
+    condition: Callable[[], object], timeout_s: float, interval_s: float = POLL_S
+) -> bool:
     """Poll ``condition()`` every ``interval_s`` until it is true or ``timeout_s`` passes;
     whether it came true."""
     return bool(settle(condition, bool, timeout_s, interval_s))

@@ -23,8 +23,7 @@ def thread_groups(pid: int) -> dict[str, int]:
                 name = f.read().strip()
         except OSError:
             continue  # the thread ended while we looked
-        groups[MMS_WORKER_THREADS if name.startswith("W-") else
-               _TRAILING_DIGITS.sub("", name)] += 1
+        groups[MMS_WORKER_THREADS if name.startswith("W-") else _TRAILING_DIGITS.sub("", name)] += 1
     return dict(sorted(groups.items()))
 
 
@@ -61,6 +60,8 @@ def memory_mib(pid: int) -> dict[str, float]:
     (torch), so the dirty part is the steadier measure of what a process allocated."""
     fields = smaps_rollup(pid)
     uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return {"uss_mib": round(uss / MIB, 1),
-            "private_dirty_mib": round(fields.get("Private_Dirty", 0) / MIB, 1),
-            "rss_mib": round(fields.get("Rss", 0) / MIB, 1)}
+    return {
+        "uss_mib": round(uss / MIB, 1),
+        "private_dirty_mib": round(fields.get("Private_Dirty", 0) / MIB, 1),
+        "rss_mib": round(fields.get("Rss", 0) / MIB, 1),
+    }

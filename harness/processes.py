@@ -40,26 +40,32 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def model_name(args: list[str]) -> str | None:
     """The model a command line serves (``--model-name <name>``); None if none."""
-    return next((value for flag, value in itertools.pairwise(args) if flag == "--model-name"),
-                None)
+    return next((value for flag, value in itertools.pairwise(args) if flag == "--model-name"), None)
 
 
-def model_processes(processes: Iterable[psutil.Process],
-                    name: str | None = None) -> list[psutil.Process]:
+def model_processes(
+    processes: Iterable[psutil.Process], name: str | None = None
+) -> list[psutil.Process]:
     """Those of ``processes`` that run for model ``name`` (None: for any model): the one MMS
     starts per model and the worker."""
-    return [process for process in processes
-            if (served := model_name(cmdline(process))) is not None
-            and (name is None or served == name)]
+    return [
+        process
+        for process in processes
+        if (served := model_name(cmdline(process))) is not None and (name is None or served == name)
+    ]
 
 
-def model_workers(processes: Iterable[psutil.Process],
-                  name: str | None = None) -> list[psutil.Process]:
+def model_workers(
+    processes: Iterable[psutil.Process], name: str | None = None
+) -> list[psutil.Process]:
     """The worker processes of model ``name`` (None: of any model) among ``processes``: the
     ones MMS does not start itself (it starts the model's backend, which forks them; with
     prefork workers, a stand-in for the backend, while the zygote forks them)."""
-    return [process for process in model_processes(processes, name)
-            if alive(process) and not _started_by_mms(process)]
+    return [
+        process
+        for process in model_processes(processes, name)
+        if alive(process) and not _started_by_mms(process)
+    ]
 
 
 def _started_by_mms(process: psutil.Process) -> bool:
@@ -72,15 +78,22 @@ def _started_by_mms(process: psutil.Process) -> bool:
 def runs_worker(processes: Iterable[psutil.Process], worker_id: str) -> bool:
     """Whether a Python worker by MMS's worker id (``9000-ab12``) runs among ``processes``."""
     socket_suffix = f".mms.sock.{worker_id.split('-')[0]}"
-    return any(arg.endswith(socket_suffix) for process in processes if alive(process)
-               for arg in cmdline(process))
+    return any(
+        arg.endswith(socket_suffix)
+        for process in processes
+        if alive(process)
+        for arg in cmdline(process)
+    )
 
 
 def on_this_machine(started_for: Callable[[list[str]], bool]) -> list[psutil.Process]:
     """Every live process on this machine, in any process tree, whose command line
     ``started_for`` accepts: a worker whose parent died is adopted outside the server's tree."""
-    return [process for process in psutil.process_iter()
-            if alive(process) and started_for(cmdline(process))]
+    return [
+        process
+        for process in psutil.process_iter()
+        if alive(process) and started_for(cmdline(process))
+    ]
 
 
 def running_for(model_dir: Path) -> list[psutil.Process]:

@@ -16,8 +16,11 @@ def scrape(url: str, path: str = "/metrics") -> list[Sample]:
     answer = requests.get(f"{url}{path}", timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"].startswith(PROMETHEUS_TEXT)
-    return [sample for family in text_string_to_metric_families(answer.text)
-            for sample in family.samples]
+    return [
+        sample
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    ]
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float | None:

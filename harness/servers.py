@@ -69,8 +69,9 @@ class ServerProcess:
     START_TIMEOUT_S = 180.0
     STOP_TIMEOUT_S = 40.0
 
-    def __init__(self, args: list[str], port: int, log_path: Path,
-                 wrapper: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, args: list[str], port: int, log_path: Path, wrapper: tuple[str, ...] = ()
+    ) -> None:
         self.args = args
         self.wrapper = wrapper
         self.port = port
@@ -84,14 +85,19 @@ class ServerProcess:
         """The command line that starts the server."""
         return [*self.wrapper, sys.executable, "-m", "mme.cli", *self.args]
 
-    def start(self, env: Mapping[str, str] | None = None,
-              timeout_s: float | None = None) -> ServerProcess:
+    def start(
+        self, env: Mapping[str, str] | None = None, timeout_s: float | None = None
+    ) -> ServerProcess:
         """Start it with ``env`` (None: ``self.env``) and wait until ``/ping`` answers; a
         server that does not answer in time is stopped."""
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command(),
-                                            env=self.env if env is None else env,
-                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
+            self.process = subprocess.Popen(
+                self.command(),
+                env=self.env if env is None else env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+            )
         try:
             wait_for_ping(self.url, self.process, timeout_s or self.START_TIMEOUT_S)
         except BaseException:
@@ -121,16 +127,23 @@ class NativeServer(ServerProcess):
     START_TIMEOUT_S = 120.0
     STOP_TIMEOUT_S = 30.0
 
-    def __init__(self, models_root: Path, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        models_root: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         port = free_port()
-        super().__init__(["serve", *(args or [])], port,
-                         log_path or models_root.parent / f"serve-{port}.log")
+        super().__init__(
+            ["serve", *(args or [])], port, log_path or models_root.parent / f"serve-{port}.log"
+        )
         self.models_root = models_root
         self.env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), **(env or {})}
 
-    def start(self, env: Mapping[str, str] | None = None,
-              timeout_s: float | None = None) -> NativeServer:
+    def start(
+        self, env: Mapping[str, str] | None = None, timeout_s: float | None = None
+    ) -> NativeServer:
         """Start the server and wait until ``/ping`` answers."""
         super().start(env, timeout_s)
         return self

@@ -25,8 +25,15 @@ WORKER_KINDS = ("launcher", "worker", "worker-child")
 # Thread pools that the JVM and Netty start lazily up to a fixed bound and never shrink
 # (JIT compiler, GC, event loops): they can grow once after the warm-up without leaking, so
 # they are reported but not judged. Everything else must not grow.
-BOUNDED_JAVA_GROUPS = ("C1 CompilerThre", "C2 CompilerThre", "GC Thread#", "G1 Conc#",
-                       "G1 Refine#", "epollEventLoopG", "nioEventLoopGro")
+BOUNDED_JAVA_GROUPS = (
+    "C1 CompilerThre",
+    "C2 CompilerThre",
+    "GC Thread#",
+    "G1 Conc#",
+    "G1 Refine#",
+    "epollEventLoopG",
+    "nioEventLoopGro",
+)
 JCMD_TIMEOUT_S = 60
 _HEAP_USED = re.compile(r"heap\s+total \d+K, used (\d+)K")
 
@@ -56,8 +63,10 @@ def take_census(serve_pid: int, endpoint_pid: int) -> Census:
     kinds: dict[str, list[int]] = {}
     for pid, kind in _classified(serve_pid, "serve") + _classified(endpoint_pid, "endpoint"):
         kinds.setdefault(kind, []).append(pid)
-    census = Census({kind: len(pids) for kind, pids in sorted(kinds.items())},
-                    {kind: sorted(pids) for kind, pids in sorted(kinds.items())})
+    census = Census(
+        {kind: len(pids) for kind, pids in sorted(kinds.items())},
+        {kind: sorted(pids) for kind, pids in sorted(kinds.items())},
+    )
     for role in LONG_LIVED:
         for pid in kinds.get(role, [])[:1]:
             try:
@@ -133,13 +142,22 @@ def collect_java_garbage(census: Census) -> Census:
     if not pid or jcmd is None:
         return census
     try:
-        ran = subprocess.run([jcmd, str(pid), "GC.run"], capture_output=True,
-                             timeout=JCMD_TIMEOUT_S, check=False).returncode == 0
+        ran = (
+            subprocess.run(
+                [jcmd, str(pid), "GC.run"], capture_output=True, timeout=JCMD_TIMEOUT_S, check=False
+            ).returncode
+            == 0
+        )
         if ran:
             census.memory["java"] = memory_mib(pid)
             census.java_collected = True
-            heap = subprocess.run([jcmd, str(pid), "GC.heap_info"], capture_output=True,
-                                  text=True, timeout=JCMD_TIMEOUT_S, check=False).stdout
+            heap = subprocess.run(
+                [jcmd, str(pid), "GC.heap_info"],
+                capture_output=True,
+                text=True,
+                timeout=JCMD_TIMEOUT_S,
+                check=False,
+            ).stdout
             used = _HEAP_USED.search(heap)
             if used:  # what is live: the heap's committed size lags behind it
                 census.memory["java"]["heap_used_mib"] = round(int(used.group(1)) / 1024, 1)
@@ -152,8 +170,11 @@ def worker_memory_mib(serve_pid: int, model_id: str) -> dict[int, dict[str, floa
     """Each live worker of ``model_id`` by pid: USS and RSS of it and its per-connection
     children together (the child holds the model)."""
     workers: dict[int, dict[str, float]] = {}
-    serving = [process for process in model_processes(descendants(serve_pid), model_id)
-               if _python_worker(cmdline(process))]
+    serving = [
+        process
+        for process in model_processes(descendants(serve_pid), model_id)
+        if _python_worker(cmdline(process))
+    ]
     for process in serving:
         try:
             if process.parent() in serving:
@@ -162,15 +183,15 @@ def worker_memory_mib(serve_pid: int, model_id: str) -> dict[int, dict[str, floa
             totals = [memory_mib(member.pid) for member in members]
         except (psutil.Error, OSError):
             continue  # unloaded while we looked
-        workers[process.pid] = {key: round(sum(t[key] for t in totals), 1)
-                                for key in totals[0]}
+        workers[process.pid] = {key: round(sum(t[key] for t in totals), 1) for key in totals[0]}
     return workers
 
 
 def _python_worker(args: list[str]) -> bool:
     # A prefork launcher carries the worker's arguments too, but it is no worker.
-    return (any(arg.endswith("model_service_worker.py") for arg in args)
-            and not any(arg.endswith("python-prefork") for arg in args))
+    return any(arg.endswith("model_service_worker.py") for arg in args) and not any(
+        arg.endswith("python-prefork") for arg in args
+    )
 
 
 def quiet(census: Census) -> bool:
@@ -189,23 +210,36 @@ def leaks(before: Census, after: Census) -> list[str]:
     for role in LONG_LIVED:
         if role not in before.threads:
             continue
-        problems += _grown(f"{role} threads", before.threads[role],
-                           after.threads.get(role, {}),
-                           BOUNDED_JAVA_GROUPS if role == "java" else ())
+        problems += _grown(
+            f"{role} threads",
+            before.threads[role],
+            after.threads.get(role, {}),
+            BOUNDED_JAVA_GROUPS if role == "java" else (),
+        )
         problems += _grown(f"{role} fds", before.fds[role], after.fds.get(role, {}), ())
     # An idle MMS worker thread ends 60 s after its worker did; one still there after the
     # settling wait belongs to no worker (none is loaded now): a leak, whatever came before.
     java_workers = after.threads.get("java", {}).get(MMS_WORKER_THREADS, 0)
     if java_workers:
-        problems.append(f"java: {java_workers} MMS worker threads ({MMS_WORKER_THREADS}) "
-                        "with no worker loaded")
+        problems.append(
+            f"java: {java_workers} MMS worker threads ({MMS_WORKER_THREADS}) with no worker loaded"
+        )
     return problems
 
 
-def _grown(what: str, before: dict[str, int], after: dict[str, int],
-           exempt: tuple[str, ...]) -> list[str]:
-    grown = {group: (before.get(group, 0), count) for group, count in after.items()
-             if count > before.get(group, 0) and group not in exempt
-             and group != MMS_WORKER_THREADS}
-    return [f"{what}: " + ", ".join(f"{group!r} {was} -> {now}"
-                                    for group, (was, now) in grown.items())] if grown else []
+def _grown(
+    what: str, before: dict[str, int], after: dict[str, int], exempt: tuple[str, ...]
+) -> list[str]:
+    grown = {
+        group: (before.get(group, 0), count)
+        for group, count in after.items()
+        if count > before.get(group, 0) and group not in exempt and group != MMS_WORKER_THREADS
+    }
+    return (
+        [
+            f"{what}: "
+            + ", ".join(f"{group!r} {was} -> {now}" for group, (was, now) in grown.items())
+        ]
+        if grown
+        else []
+    )

@@ -64,8 +64,9 @@ class ModelSpec:
     @property
     def default_handler(self) -> bool:
         """Whether the container's default input_fn reads its body (so bad JSON is a 400)."""
-        return self.code is None or not any(name in self.code
-                                            for name in ("input_fn", "transform_fn"))
+        return self.code is None or not any(
+            name in self.code for name in ("input_fn", "transform_fn")
+        )
 
     def check(self, content_type: str, body: bytes) -> str | None:
         """None if ``body`` is this model's answer, else what is wrong with it."""

@@ -61,44 +61,92 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text} is not positive")
         return value
+
     return parse
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked."""
-    parser = argparse.ArgumentParser(prog="python -m soak.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=_positive(float), default=180.0,
-                        help="how long the traffic runs (default 180; CI runs 45)")
-    parser.add_argument("--concurrency", type=_positive(int), default=8,
-                        help="client threads sending operations at once (default 8)")
-    parser.add_argument("--models", type=_positive(int), default=12,
-                        help="how many models to build and spread the traffic over (default 12)")
-    parser.add_argument("--max-loaded-models", type=_positive(int), default=5,
-                        help="the endpoint's --max-loaded-models; below --models, so that it "
-                        "loads and unloads all the time (default 5)")
-    parser.add_argument("--worker-mode", choices=("prefork", "stock"), default="prefork",
-                        help="MME_WORKER_MODE of `mme serve` (default prefork)")
-    parser.add_argument("--mix", type=_mix, default=_mix(DEFAULT_MIX), metavar="OP=W,...",
-                        help="relative weights of the operations invoke (any model), load "
-                        "(a model the container does not hold), unload (DELETE at the "
-                        "container) and bad (known-bad requests); default " + DEFAULT_MIX)
-    parser.add_argument("--seed", type=int, default=1,
-                        help="seed of the operations' random choices (default 1)")
-    parser.add_argument("--invocation-timeout", type=_positive(float), default=60.0,
-                        help="the endpoint's --invocation-timeout in seconds (default 60)")
-    parser.add_argument("--settle-timeout", type=_positive(float), default=100.0,
-                        help="how long the final census may wait for idle threads and fds "
-                        "to go before they count as leaked; MMS's idle worker threads end "
-                        "after 60 s (default 100)")
-    parser.add_argument("--strict", action="store_true",
-                        help="fail the run on known upstream issues too (soak/traffic.py "
-                        "KNOWN_ISSUES), not only on unexpected outcomes")
-    parser.add_argument("--progress-every", type=_positive(float), default=10.0,
-                        help="seconds between progress lines (default 10)")
-    parser.add_argument("--out", type=Path, default=Path(".soak"),
-                        help="where results.json, results.md and the servers' logs go "
-                        "(default .soak)")
+    parser = argparse.ArgumentParser(
+        prog="python -m soak.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive(float),
+        default=180.0,
+        help="how long the traffic runs (default 180; CI runs 45)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=8,
+        help="client threads sending operations at once (default 8)",
+    )
+    parser.add_argument(
+        "--models",
+        type=_positive(int),
+        default=12,
+        help="how many models to build and spread the traffic over (default 12)",
+    )
+    parser.add_argument(
+        "--max-loaded-models",
+        type=_positive(int),
+        default=5,
+        help="the endpoint's --max-loaded-models; below --models, so that it "
+        "loads and unloads all the time (default 5)",
+    )
+    parser.add_argument(
+        "--worker-mode",
+        choices=("prefork", "stock"),
+        default="prefork",
+        help="MME_WORKER_MODE of `mme serve` (default prefork)",
+    )
+    parser.add_argument(
+        "--mix",
+        type=_mix,
+        default=_mix(DEFAULT_MIX),
+        metavar="OP=W,...",
+        help="relative weights of the operations invoke (any model), load "
+        "(a model the container does not hold), unload (DELETE at the "
+        "container) and bad (known-bad requests); default " + DEFAULT_MIX,
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the operations' random choices (default 1)"
+    )
+    parser.add_argument(
+        "--invocation-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="the endpoint's --invocation-timeout in seconds (default 60)",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=_positive(float),
+        default=100.0,
+        help="how long the final census may wait for idle threads and fds "
+        "to go before they count as leaked; MMS's idle worker threads end "
+        "after 60 s (default 100)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail the run on known upstream issues too (soak/traffic.py "
+        "KNOWN_ISSUES), not only on unexpected outcomes",
+    )
+    parser.add_argument(
+        "--progress-every",
+        type=_positive(float),
+        default=10.0,
+        help="seconds between progress lines (default 10)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".soak"),
+        help="where results.json, results.md and the servers' logs go (default .soak)",
+    )
     args = parser.parse_args(argv)
     if args.max_loaded_models >= args.models:
         parser.error("--max-loaded-models must be below --models, or nothing is ever evicted")
@@ -124,10 +172,15 @@ def soak(args: argparse.Namespace, work: Path, say: Callable[[str], None]) -> di
     """Build the models, start the servers, warm up, run the traffic, count; the result."""
     specs = model_specs(args.models)
     prefix = build_archives(specs, work)
-    servers = Servers(prefix, work, ServerOptions(args.worker_mode, args.max_loaded_models,
-                                                  args.invocation_timeout))
-    result: dict[str, Any] = {"settings": _settings(args),
-                              "started_at": datetime.datetime.now().isoformat(timespec="seconds")}
+    servers = Servers(
+        prefix,
+        work,
+        ServerOptions(args.worker_mode, args.max_loaded_models, args.invocation_timeout),
+    )
+    result: dict[str, Any] = {
+        "settings": _settings(args),
+        "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     say(f"starting `mme serve` ({args.worker_mode} workers) and `mme endpoint` ...")
     servers.start()
     last: Census | None = None
@@ -141,8 +194,13 @@ def soak(args: argparse.Namespace, work: Path, say: Callable[[str], None]) -> di
     return result
 
 
-def _phases(args: argparse.Namespace, servers: Servers, specs: list[ModelSpec],
-            result: dict[str, Any], say: Callable[[str], None]) -> Census:
+def _phases(
+    args: argparse.Namespace,
+    servers: Servers,
+    specs: list[ModelSpec],
+    result: dict[str, Any],
+    say: Callable[[str], None],
+) -> Census:
     fresh = collect_java_garbage(servers.census())
     watch = WorkerWatch(servers.serve_pid)
     client = _client(servers, args.concurrency)
@@ -157,29 +215,40 @@ def _phases(args: argparse.Namespace, servers: Servers, specs: list[ModelSpec],
     traffic.client = client
     tally = Tally(args.strict)
     started = time.monotonic()
-    timeline = traffic.run(TrafficOptions(args.seconds, args.concurrency, args.seed, args.mix,
-                                          args.progress_every), tally, say,
-                           lambda: private_dirty_mib(start.pids))
+    timeline = traffic.run(
+        TrafficOptions(args.seconds, args.concurrency, args.seed, args.mix, args.progress_every),
+        tally,
+        say,
+        lambda: private_dirty_mib(start.pids),
+    )
     seconds = time.monotonic() - started
     alive = watch.finish(traffic.model_ids)
     metrics = _endpoint_metrics(servers.endpoint.metrics())
 
-    say(f"end: UNLOAD everything, census (waiting up to {args.settle_timeout:g} s for idle "
-        "threads)")
+    say(
+        f"end: UNLOAD everything, census (waiting up to {args.settle_timeout:g} s for idle threads)"
+    )
     client.close()
     servers.unload_all()
-    end = collect_java_garbage(settle(
-        servers.census, lambda census: quiet(census) and not leaks(start, census),
-        args.settle_timeout, CENSUS_EVERY_S))
-    result.update({
-        "warm_up": _tally(warm_up, None),
-        "traffic": _tally(tally, seconds),
-        "endpoint_metrics": metrics,
-        "census": {"fresh": fresh.to_json(), "start": start.to_json(), "end": end.to_json()},
-        "leaks": leaks(start, end),
-        "memory_timeline": timeline,
-        "workers": _workers(watch, alive),
-    })
+    end = collect_java_garbage(
+        settle(
+            servers.census,
+            lambda census: quiet(census) and not leaks(start, census),
+            args.settle_timeout,
+            CENSUS_EVERY_S,
+        )
+    )
+    result.update(
+        {
+            "warm_up": _tally(warm_up, None),
+            "traffic": _tally(tally, seconds),
+            "endpoint_metrics": metrics,
+            "census": {"fresh": fresh.to_json(), "start": start.to_json(), "end": end.to_json()},
+            "leaks": leaks(start, end),
+            "memory_timeline": timeline,
+            "workers": _workers(watch, alive),
+        }
+    )
     return end
 
 
@@ -196,9 +265,11 @@ def _warm_up(traffic: Traffic, tally: Tally) -> Tally:
 
 def _client(servers: Servers, concurrency: int) -> Any:
     # No retries: every answer is counted as it happened.
-    return servers.endpoint.client(retries={"mode": "standard", "max_attempts": 1},
-                                   read_timeout=CLIENT_READ_TIMEOUT_S,
-                                   max_pool_connections=concurrency + 2)
+    return servers.endpoint.client(
+        retries={"mode": "standard", "max_attempts": 1},
+        read_timeout=CLIENT_READ_TIMEOUT_S,
+        max_pool_connections=concurrency + 2,
+    )
 
 
 def _quiet_census(servers: Servers, client: Any, fresh: Census, timeout_s: float) -> Census:
@@ -207,41 +278,70 @@ def _quiet_census(servers: Servers, client: Any, fresh: Census, timeout_s: float
     client.close()
     servers.unload_all()
     idle_threads = fresh.total("threads", "endpoint")
-    return collect_java_garbage(settle(servers.census, lambda census: quiet(census) and (
-        census.total("threads", "endpoint") <= idle_threads), timeout_s, CENSUS_EVERY_S))
+    return collect_java_garbage(
+        settle(
+            servers.census,
+            lambda census: quiet(census) and (census.total("threads", "endpoint") <= idle_threads),
+            timeout_s,
+            CENSUS_EVERY_S,
+        )
+    )
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"seconds": args.seconds, "concurrency": args.concurrency, "models": args.models,
-            "max_loaded_models": args.max_loaded_models, "worker_mode": args.worker_mode,
-            "mix": args.mix, "seed": args.seed, "invocation_timeout_s": args.invocation_timeout,
-            "settle_timeout_s": args.settle_timeout, "strict": args.strict}
+    return {
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "models": args.models,
+        "max_loaded_models": args.max_loaded_models,
+        "worker_mode": args.worker_mode,
+        "mix": args.mix,
+        "seed": args.seed,
+        "invocation_timeout_s": args.invocation_timeout,
+        "settle_timeout_s": args.settle_timeout,
+        "strict": args.strict,
+    }
 
 
 def _tally(tally: Tally, seconds: float | None) -> dict[str, Any]:
-    return {"seconds": seconds, "rows": tally.rows(), "total": tally.total,
-            "unexpected": tally.unexpected, "known_issues": tally.known_issues,
-            "answers": tally.answers, "checked": tally.checked,
-            "unexpected_samples": tally.unexpected_samples}
+    return {
+        "seconds": seconds,
+        "rows": tally.rows(),
+        "total": tally.total,
+        "unexpected": tally.unexpected,
+        "known_issues": tally.known_issues,
+        "answers": tally.answers,
+        "checked": tally.checked,
+        "unexpected_samples": tally.unexpected_samples,
+    }
 
 
 def _endpoint_metrics(metrics: dict[str, float]) -> dict[str, Any]:
     prefix = "mme_endpoint_responses_total_"
-    return {"loads": metrics.get("ModelLoadingTime_count", 0),
-            "unloads": metrics.get("ModelUnloadingTime_count", 0),
-            "downloads": metrics.get("ModelDownloadingTime_count", 0),
-            "responses": {name[len(prefix):]: int(value) for name, value in metrics.items()
-                          if name.startswith(prefix)}}
+    return {
+        "loads": metrics.get("ModelLoadingTime_count", 0),
+        "unloads": metrics.get("ModelUnloadingTime_count", 0),
+        "downloads": metrics.get("ModelDownloadingTime_count", 0),
+        "responses": {
+            name[len(prefix) :]: int(value)
+            for name, value in metrics.items()
+            if name.startswith(prefix)
+        },
+    }
 
 
 def _workers(watch: WorkerWatch, alive: list[Any]) -> dict[str, Any]:
     firsts = [worker.first["uss_mib"] for worker in watch.workers.values() if worker.first]
-    return {"observed": len(firsts),
-            "first_uss_mib": {"min": min(firsts, default=0.0),
-                              "median": round(statistics.median(firsts), 1) if firsts else 0.0,
-                              "max": max(firsts, default=0.0)},
-            "alive_at_end": [worker.to_json() for worker in alive],
-            "all": [worker.to_json() for worker in watch.workers.values()]}
+    return {
+        "observed": len(firsts),
+        "first_uss_mib": {
+            "min": min(firsts, default=0.0),
+            "median": round(statistics.median(firsts), 1) if firsts else 0.0,
+            "max": max(firsts, default=0.0),
+        },
+        "alive_at_end": [worker.to_json() for worker in alive],
+        "all": [worker.to_json() for worker in watch.workers.values()],
+    }
 
 
 def _still_running(census: Census | None) -> list[int]:
@@ -275,14 +375,17 @@ def _verdict(result: dict[str, Any]) -> dict[str, Any]:
         if tally["unexpected"]:
             reasons.append(f"{tally['unexpected']} unexpected outcomes in the {phase}")
         if tally["checked"] != tally["answers"]:
-            reasons.append(f"{tally['answers'] - tally['checked']} answers of the {phase} "
-                           "were not checked")
+            reasons.append(
+                f"{tally['answers'] - tally['checked']} answers of the {phase} were not checked"
+            )
     reasons += [f"leak: {leak}" for leak in result.get("leaks", [])]
-    reasons += [f"{name} exited with {code}" for name, code in result["exit_codes"].items()
-                if code != 0]
+    reasons += [
+        f"{name} exited with {code}" for name, code in result["exit_codes"].items() if code != 0
+    ]
     if result["left_after_stop"]:
-        reasons.append(f"processes left running after the servers stopped: "
-                       f"{result['left_after_stop']}")
+        reasons.append(
+            f"processes left running after the servers stopped: {result['left_after_stop']}"
+        )
     return {"ok": not reasons, "reasons": reasons}
 
 

@@ -32,18 +32,33 @@ class Servers:
     def __init__(self, prefix: Path, work: Path, options: ServerOptions) -> None:
         self.cache = work / "cache"
         self.container = ContainerProcess(work / "serve.log")
-        self.endpoint = Endpoint(ENDPOINT_NAME, [
-            "--model-data-url", str(prefix), "--cache-dir", str(self.cache),
-            "--container-models-dir", str(self.cache),
-            "--max-loaded-models", str(options.max_loaded_models),
-            "--invocation-timeout", f"{options.invocation_timeout_s:g}",
-        ], work / "endpoint.log")
+        self.endpoint = Endpoint(
+            ENDPOINT_NAME,
+            [
+                "--model-data-url",
+                str(prefix),
+                "--cache-dir",
+                str(self.cache),
+                "--container-models-dir",
+                str(self.cache),
+                "--max-loaded-models",
+                str(options.max_loaded_models),
+                "--invocation-timeout",
+                f"{options.invocation_timeout_s:g}",
+            ],
+            work / "endpoint.log",
+        )
         self.options = options
 
     def start(self) -> Servers:
         """Start the container, then the endpoint in front of it."""
-        self.container.start({**base_env(), "SAGEMAKER_BIND_TO_PORT": str(self.container.port),
-                              "MME_WORKER_MODE": self.options.worker_mode})
+        self.container.start(
+            {
+                **base_env(),
+                "SAGEMAKER_BIND_TO_PORT": str(self.container.port),
+                "MME_WORKER_MODE": self.options.worker_mode,
+            }
+        )
         self.endpoint.args += ["--container-url", self.container.url]
         try:
             self.endpoint.start(base_env())
@@ -78,8 +93,9 @@ class Servers:
 
     def unload(self, model_id: str) -> int:
         """UNLOAD one model straight at the container, as SageMaker does; its status."""
-        return requests.delete(f"{self.container.url}/models/{model_id}",
-                               timeout=UNLOAD_TIMEOUT_S).status_code
+        return requests.delete(
+            f"{self.container.url}/models/{model_id}", timeout=UNLOAD_TIMEOUT_S
+        ).status_code
 
     def census(self) -> Census:
         """A census of both servers' process trees."""
@@ -88,8 +104,7 @@ class Servers:
     def unload_all(self) -> bool:
         """Unload every model and wait until its workers are gone; whether they went."""
         wait_until(lambda: not self._unload_loaded(), timeout_s=QUIET_TIMEOUT_S)
-        return wait_until(lambda: quiet(self.census()), timeout_s=QUIET_TIMEOUT_S,
-                          interval_s=0.5)
+        return wait_until(lambda: quiet(self.census()), timeout_s=QUIET_TIMEOUT_S, interval_s=0.5)
 
     def _unload_loaded(self) -> set[str]:
         loaded = self.loaded_ids()

@@ -42,10 +42,16 @@ NOTHING_LOADED = "nothing loaded"
 LIST_MODELS = "list-models"
 LIST_ATTEMPTS = 3
 # An UNLOAD answers 404 when the endpoint evicted the model between our look and our DELETE.
-EXPECTED = {WARM_UP: {CHECKED}, LIST_MODELS: {"200"}, "invoke": {CHECKED}, "load": {CHECKED},
-            "unload": {"200", "404", NOTHING_LOADED}, "bad-target": {"400 ValidationError"},
-            "bad-endpoint": {"400 ValidationError"},
-            "bad-json": {"424 ModelError (model 400)"}}
+EXPECTED = {
+    WARM_UP: {CHECKED},
+    LIST_MODELS: {"200"},
+    "invoke": {CHECKED},
+    "load": {CHECKED},
+    "unload": {"200", "404", NOTHING_LOADED},
+    "bad-target": {"400 ValidationError"},
+    "bad-endpoint": {"400 ValidationError"},
+    "bad-json": {"424 ModelError (model 400)"},
+}
 INVOCATIONS = {WARM_UP, "invoke", "load", *BAD_KINDS}  # the operations that InvokeEndpoint
 # Upstream bugs the soak runs into: counted and reported; they fail the run with --strict.
 KNOWN_ISSUES = {
@@ -103,10 +109,15 @@ class Tally:
                 self.answers += 1
                 self.checked += outcome.checked
             if not outcome.expected and len(self.unexpected_samples) < MAX_SAMPLES:
-                self.unexpected_samples.append({
-                    "at_s": round(time.monotonic() - self._started, 1),
-                    "operation": outcome.operation, "result": outcome.result,
-                    "seconds": round(outcome.seconds, 3), "detail": outcome.detail})
+                self.unexpected_samples.append(
+                    {
+                        "at_s": round(time.monotonic() - self._started, 1),
+                        "operation": outcome.operation,
+                        "result": outcome.result,
+                        "seconds": round(outcome.seconds, 3),
+                        "detail": outcome.detail,
+                    }
+                )
 
     @property
     def total(self) -> int:
@@ -126,18 +137,27 @@ class Tally:
 
     def _count(self, verdicts: set[str]) -> int:
         with self._lock:
-            return sum(count for (operation, result), count in self.counts.items()
-                       if judge(operation, result) in verdicts)
+            return sum(
+                count
+                for (operation, result), count in self.counts.items()
+                if judge(operation, result) in verdicts
+            )
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (operation, result): count, verdict, mean and max seconds."""
         with self._lock:
-            return [{"operation": operation, "result": result, "count": count,
-                     "verdict": judge(operation, result),
-                     "mean_s": round(sum(self.seconds[key]) / count, 3),
-                     "max_s": round(max(self.seconds[key]), 3)}
-                    for key, count in sorted(self.counts.items())
-                    for operation, result in [key]]
+            return [
+                {
+                    "operation": operation,
+                    "result": result,
+                    "count": count,
+                    "verdict": judge(operation, result),
+                    "mean_s": round(sum(self.seconds[key]) / count, 3),
+                    "max_s": round(max(self.seconds[key]), 3),
+                }
+                for key, count in sorted(self.counts.items())
+                for operation, result in [key]
+            ]
 
     def progress_line(self, elapsed_s: float) -> str:
         """A one-line summary so far."""
@@ -147,8 +167,10 @@ class Tally:
                 per_operation[operation] += count
         parts = ", ".join(f"{name} {count}" for name, count in sorted(per_operation.items()))
         known = f", {self.known_issues} known issues" if self.known_issues else ""
-        return (f"[{elapsed_s:5.0f} s] {self.total} operations ({parts}); "
-                f"{self.unexpected} unexpected{known}")
+        return (
+            f"[{elapsed_s:5.0f} s] {self.total} operations ({parts}); "
+            f"{self.unexpected} unexpected{known}"
+        )
 
 
 class ModelGate:
@@ -205,8 +227,9 @@ class TrafficOptions:
 class Traffic:
     """Sends the operations to ``servers`` and counts what came back."""
 
-    def __init__(self, servers: Servers, specs: list[ModelSpec], client: Any,
-                 watch: WorkerWatch) -> None:
+    def __init__(
+        self, servers: Servers, specs: list[ModelSpec], client: Any, watch: WorkerWatch
+    ) -> None:
         self.servers = servers
         self.specs = specs
         self.client = client
@@ -221,17 +244,21 @@ class Traffic:
             started = time.monotonic()
             try:
                 answer = self.client.invoke_endpoint(
-                    EndpointName=ENDPOINT_NAME, TargetModel=spec.target,
-                    ContentType=JSON_TYPE, Accept=spec.accept, Body=PAYLOAD)
+                    EndpointName=ENDPOINT_NAME,
+                    TargetModel=spec.target,
+                    ContentType=JSON_TYPE,
+                    Accept=spec.accept,
+                    Body=PAYLOAD,
+                )
                 body = answer["Body"].read()
             except (ClientError, BotoCoreError) as exc:
-                return Outcome(operation, _error_result(exc), time.monotonic() - started,
-                               str(exc))
+                return Outcome(operation, _error_result(exc), time.monotonic() - started, str(exc))
         seconds = time.monotonic() - started
         wrong = spec.check(answer.get("ContentType", ""), body)
         if wrong is not None:
-            return Outcome(operation, "200 wrong answer", seconds, f"{spec.target}: {wrong}",
-                           checked=True)
+            return Outcome(
+                operation, "200 wrong answer", seconds, f"{spec.target}: {wrong}", checked=True
+            )
         self._answered(spec.target)
         return Outcome(operation, CHECKED, seconds, checked=True)
 
@@ -240,8 +267,13 @@ class Traffic:
         if model_id is not None:
             self.watch.answered(target, model_id)
 
-    def run(self, options: TrafficOptions, tally: Tally, say: Callable[[str], None],
-            sample: Callable[[], dict[str, float]]) -> list[dict[str, float]]:
+    def run(
+        self,
+        options: TrafficOptions,
+        tally: Tally,
+        say: Callable[[str], None],
+        sample: Callable[[], dict[str, float]],
+    ) -> list[dict[str, float]]:
         """Send operations from ``options.concurrency`` threads for ``options.seconds``;
         ``sample()`` is taken with each progress line, and the samples returned."""
         self.tally = tally
@@ -249,15 +281,31 @@ class Traffic:
         deadline = started + options.seconds
         stop = threading.Event()
         samples: list[dict[str, float]] = []
-        reporter = threading.Thread(target=self._report, daemon=True, args=(
-            tally, started, options.progress_s, stop, say, lambda: samples.append(
-                {"at_s": round(time.monotonic() - started, 1), **sample()})))
+        reporter = threading.Thread(
+            target=self._report,
+            daemon=True,
+            args=(
+                tally,
+                started,
+                options.progress_s,
+                stop,
+                say,
+                lambda: samples.append({"at_s": round(time.monotonic() - started, 1), **sample()}),
+            ),
+        )
         reporter.start()
         try:
             with ThreadPoolExecutor(options.concurrency, thread_name_prefix="soak") as pool:
-                loops = [pool.submit(self._loop, random.Random(f"{options.seed}-{index}"),
-                                     options.mix, deadline, tally)
-                         for index in range(options.concurrency)]
+                loops = [
+                    pool.submit(
+                        self._loop,
+                        random.Random(f"{options.seed}-{index}"),
+                        options.mix,
+                        deadline,
+                        tally,
+                    )
+                    for index in range(options.concurrency)
+                ]
                 for loop in loops:
                     loop.result()  # a bug in the soak itself must not pass silently
         finally:
@@ -267,14 +315,21 @@ class Traffic:
         return samples
 
     @staticmethod
-    def _report(tally: Tally, started: float, every_s: float, stop: threading.Event,
-                say: Callable[[str], None], sample: Callable[[], None]) -> None:
+    def _report(
+        tally: Tally,
+        started: float,
+        every_s: float,
+        stop: threading.Event,
+        say: Callable[[str], None],
+        sample: Callable[[], None],
+    ) -> None:
         while not stop.wait(every_s):
             say(tally.progress_line(time.monotonic() - started))
             sample()
 
-    def _loop(self, rng: random.Random, mix: dict[str, float], deadline: float,
-              tally: Tally) -> None:
+    def _loop(
+        self, rng: random.Random, mix: dict[str, float], deadline: float, tally: Tally
+    ) -> None:
         names, weights = list(mix), list(mix.values())
         while time.monotonic() < deadline:
             tally.add(self._operate(rng.choices(names, weights)[0], rng))
@@ -290,8 +345,9 @@ class Traffic:
                 return self._unload(rng)
             return self._bad(rng.choice(BAD_KINDS), rng)
         except OSError as exc:  # the container's GET /models or DELETE failed (requests)
-            return Outcome(operation, f"error {type(exc).__name__}", time.monotonic() - started,
-                           str(exc))
+            return Outcome(
+                operation, f"error {type(exc).__name__}", time.monotonic() - started, str(exc)
+            )
 
     def _loaded_ids(self) -> set[str]:
         """What the container holds (``GET /models``), each answer counted; a failed
@@ -302,8 +358,7 @@ class Traffic:
                 loaded = self.servers.loaded_ids()
             except requests.HTTPError as exc:
                 status = "error" if exc.response is None else str(exc.response.status_code)
-                self.tally.add(Outcome(LIST_MODELS, status, time.monotonic() - started,
-                                       str(exc)))
+                self.tally.add(Outcome(LIST_MODELS, status, time.monotonic() - started, str(exc)))
                 if attempt == LIST_ATTEMPTS:
                     raise
                 continue
@@ -326,13 +381,19 @@ class Traffic:
         with self.gate.unload(targets[model_id]):
             started = time.monotonic()
             status = self.servers.unload(model_id)
-        return Outcome("unload", str(status), time.monotonic() - started,
-                       f"{targets[model_id]} ({model_id})")
+        return Outcome(
+            "unload", str(status), time.monotonic() - started, f"{targets[model_id]} ({model_id})"
+        )
 
     def _bad(self, kind: str, rng: random.Random) -> Outcome:
         spec = rng.choice([spec for spec in self.specs if spec.default_handler])
-        request = {"EndpointName": ENDPOINT_NAME, "TargetModel": spec.target,
-                   "ContentType": JSON_TYPE, "Accept": JSON_TYPE, "Body": PAYLOAD}
+        request = {
+            "EndpointName": ENDPOINT_NAME,
+            "TargetModel": spec.target,
+            "ContentType": JSON_TYPE,
+            "Accept": JSON_TYPE,
+            "Body": PAYLOAD,
+        }
         if kind == "bad-target":
             request["TargetModel"] = f"missing/m{rng.randrange(10**6)}.tar.gz"
         elif kind == "bad-endpoint":
@@ -348,8 +409,9 @@ class Traffic:
             except (ClientError, BotoCoreError) as exc:
                 outcome = Outcome(kind, _error_result(exc), time.monotonic() - started, str(exc))
             else:
-                outcome = Outcome(kind, "200 instead of an error", time.monotonic() - started,
-                                  repr(body[:200]))
+                outcome = Outcome(
+                    kind, "200 instead of an error", time.monotonic() - started, repr(body[:200])
+                )
         if kind == "bad-json" and outcome.expected:  # the model itself refused: it is loaded
             self._answered(spec.target)
         return outcome

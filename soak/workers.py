@@ -49,7 +49,8 @@ class WorkerWatch:
             for pid, memory in worker_memory_mib(self.serve_pid, model_id).items():
                 if pid not in self.workers:
                     self.workers[pid] = WorkerMemory(
-                        target, pid, round(time.monotonic() - self.started, 1), memory)
+                        target, pid, round(time.monotonic() - self.started, 1), memory
+                    )
                 self._current[model_id] = pid
 
     def finish(self, model_ids: dict[str, str]) -> list[WorkerMemory]:

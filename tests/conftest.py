@@ -36,5 +36,6 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
         log_path = getattr(value, "log_path", None)
         if log_path is not None and log_path.exists():
             lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-            report.sections.append((f"server log of {name!r} ({log_path}), last lines",
-                                    "\n".join(lines)))
+            report.sections.append(
+                (f"server log of {name!r} ({log_path}), last lines", "\n".join(lines))
+            )

@@ -86,7 +86,9 @@ def output_fn(probabilities: torch.Tensor, accept: str) -> tuple[str, str]:
     if not {"application/json", "*/*"} & set(parse_accept(accept)):
         raise NotAcceptableError(f"this model answers application/json, not {accept!r}")
     top = torch.topk(probabilities[0], TOP_K)
-    return json.dumps([
-        {"probability": round(float(p), 6), "class": LABELS[int(i)]}
-        for p, i in zip(top.values, top.indices, strict=True)
-    ]), "application/json"
+    return json.dumps(
+        [
+            {"probability": round(float(p), 6), "class": LABELS[int(i)]}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+    ), "application/json"

@@ -59,8 +59,11 @@ class Candidate:
                 module = module.to(memory_format=torch.channels_last)
             # User code may call the module's other public methods: freezing keeps them
             # (torch has no public list of a ScriptModule's methods).
-            methods = [name for name in module._c._method_names()
-                       if name != "forward" and not name.startswith("_")]
+            methods = [
+                name
+                for name in module._c._method_names()
+                if name != "forward" and not name.startswith("_")
+            ]
             torch.jit.save(torch.jit.freeze(module, preserved_attrs=methods), str(target))
 
     def applies_to(self, module: Any) -> bool:
@@ -139,8 +142,9 @@ def largest_difference(reference: Any, output: Any) -> float:
     largest = 0.0
     for where, ref, out in _paired_tensors(reference, output, "output"):
         if out.shape != ref.shape or out.dtype != ref.dtype:
-            raise Mismatch(f"{where} is {tuple(out.shape)} {out.dtype}, not "
-                           f"{tuple(ref.shape)} {ref.dtype}")
+            raise Mismatch(
+                f"{where} is {tuple(out.shape)} {out.dtype}, not {tuple(ref.shape)} {ref.dtype}"
+            )
         if not ref.is_floating_point():
             if not torch.equal(out, ref):
                 raise Mismatch(f"{where} differs")
@@ -151,8 +155,10 @@ def largest_difference(reference: Any, output: Any) -> float:
         scale = float(ref.abs().nan_to_num(posinf=0, neginf=0).max()) or 1.0
         relative = float((out.double() - ref.double()).abs().nan_to_num(0).max()) / scale
         if not torch.allclose(out, ref, rtol=rtol, atol=rtol / 10 * scale, equal_nan=True):
-            raise Mismatch(f"{where} differs by up to {relative:.2g} of its largest magnitude, "
-                           f"beyond the tolerance (rtol {rtol:g})")
+            raise Mismatch(
+                f"{where} differs by up to {relative:.2g} of its largest magnitude, "
+                f"beyond the tolerance (rtol {rtol:g})"
+            )
         largest = max(largest, relative)
     return largest
 
@@ -183,8 +189,9 @@ def _reference(model_file: Path, sample: Sample) -> tuple[Any, Any]:
     try:
         _largest_difference_of_runs(runs[-1], runs)
     except Mismatch as exc:
-        raise ValueError("its outputs change from run to run, so no copy can be checked "
-                         "against them") from exc
+        raise ValueError(
+            "its outputs change from run to run, so no copy can be checked against them"
+        ) from exc
     return original, runs[-1]
 
 
@@ -204,33 +211,42 @@ def optimize(model_file: Path, sample: Sample, work_dir: Path) -> Optimization:
         try:
             candidate.build(model_file, artifact)
             difference = _largest_difference_of_runs(
-                reference, _outputs(load_model(str(artifact)), sample))
+                reference, _outputs(load_model(str(artifact)), sample)
+            )
         except Exception as exc:  # Mismatch, or a module that does not freeze, save or run
             rejected.append(f"{candidate.name}: {_last_line(exc)}")
             artifact.unlink(missing_ok=True)
             continue
         return Optimization(
             f"{model_file.name} optimised: {candidate.name}, verified on the sample input "
-            f"(outputs within {difference:.1g} of their largest magnitude)", model_file, artifact)
-    return _as_it_is(model_file, "no optimised copy answers as it does (" + "; ".join(rejected)
-                     + ")")
+            f"(outputs within {difference:.1g} of their largest magnitude)",
+            model_file,
+            artifact,
+        )
+    return _as_it_is(
+        model_file, "no optimised copy answers as it does (" + "; ".join(rejected) + ")"
+    )
 
 
-def optimize_model_dir(model_dir: Path, work_dir: Path, sample: Sample | None = None
-                       ) -> Optimization:
+def optimize_model_dir(
+    model_dir: Path, work_dir: Path, sample: Sample | None = None
+) -> Optimization:
     """What to pack for ``model_dir``'s model file; ``sample`` stands for code/sample_input.npy."""
     try:
         model_file = Path(find_model_file(str(model_dir)))
     except ModelLoadError:
-        return Optimization("no single model file to optimise (model.pt, model.pt2, or the "
-                            "one .pt/.pth/.pt2)")
+        return Optimization(
+            "no single model file to optimise (model.pt, model.pt2, or the one .pt/.pth/.pt2)"
+        )
     if sample is None:
         try:
             sample = read_sample_input(model_dir)
         except (OSError, ValueError) as exc:
-            return _as_it_is(model_file, f"code/{SAMPLE_INPUT_FILE} cannot be read "
-                                         f"({_last_line(exc)})")
+            return _as_it_is(
+                model_file, f"code/{SAMPLE_INPUT_FILE} cannot be read ({_last_line(exc)})"
+            )
     if sample is None:
-        return _as_it_is(model_file, f"no code/{SAMPLE_INPUT_FILE} to check an optimised copy "
-                                     "against")
+        return _as_it_is(
+            model_file, f"no code/{SAMPLE_INPUT_FILE} to check an optimised copy against"
+        )
     return optimize(model_file, sample, work_dir)

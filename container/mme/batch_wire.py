@@ -44,8 +44,14 @@ class Part:
 
 def encode(parts: list[Part], with_status: bool) -> bytes:
     """``parts`` as one body (``with_status``: answers, which carry their status)."""
-    index = [{"headers": [list(h) for h in p.headers], "length": len(p.body),
-              **({"status": p.status} if with_status else {})} for p in parts]
+    index = [
+        {
+            "headers": [list(h) for h in p.headers],
+            "length": len(p.body),
+            **({"status": p.status} if with_status else {}),
+        }
+        for p in parts
+    ]
     head = json.dumps(index).encode("latin-1")
     return b"".join([_LENGTH.pack(len(head)), head, *(p.body for p in parts)])
 
@@ -54,14 +60,18 @@ def decode(body: bytes) -> list[Part]:
     """The parts of a batch body; BatchWireError if it is not one."""
     try:
         (length,) = _LENGTH.unpack_from(body)
-        index = json.loads(body[_LENGTH.size:_LENGTH.size + length].decode("latin-1"))
+        index = json.loads(body[_LENGTH.size : _LENGTH.size + length].decode("latin-1"))
         offset = _LENGTH.size + length
         parts = []
         for entry in index:
             size = int(entry["length"])
-            parts.append(Part(body[offset:offset + size],
-                              [(str(k), str(v)) for k, v in entry["headers"]],
-                              int(entry.get("status", 200))))
+            parts.append(
+                Part(
+                    body[offset : offset + size],
+                    [(str(k), str(v)) for k, v in entry["headers"]],
+                    int(entry.get("status", 200)),
+                )
+            )
             offset += size
     except (struct.error, ValueError, KeyError, TypeError) as exc:
         raise BatchWireError(f"not a batch body: {exc}") from exc

@@ -18,7 +18,7 @@ def groups(inputs: dict[int, Any]) -> list[list[int]]:
     """The request indexes of ``inputs``, grouped by what can be concatenated."""
     grouped: dict[object, list[int]] = {}
     for index, data in inputs.items():
-        key: object = (_stack_key(data) or ("alone", index))
+        key: object = _stack_key(data) or ("alone", index)
         grouped.setdefault(key, []).append(index)
     return list(grouped.values())
 
@@ -32,13 +32,16 @@ def split(prediction: Any, rows: Sequence[int]) -> list[Any] | None:
     """Each request's share of ``prediction`` (``rows`` per request), or None if it cannot
     be split (it has not one entry per row)."""
     total = sum(rows)
-    if isinstance(prediction, torch.Tensor) and prediction.dim() >= 1 and \
-            prediction.shape[0] == total:
+    if (
+        isinstance(prediction, torch.Tensor)
+        and prediction.dim() >= 1
+        and prediction.shape[0] == total
+    ):
         return list(torch.split(prediction, list(rows)))
     if isinstance(prediction, (list, tuple)) and len(prediction) == total:
         shares, start = [], 0
         for count in rows:
-            shares.append(type(prediction)(prediction[start:start + count]))
+            shares.append(type(prediction)(prediction[start : start + count]))
             start += count
         return shares
     return None

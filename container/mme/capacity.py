@@ -93,8 +93,9 @@ class Bound:
         return f"{self.limit:,} {self.counts}{per_model}"
 
 
-def bound(name: str, counts: str, limit: int | None, used: int | None,
-          per_model: int) -> Bound | None:
+def bound(
+    name: str, counts: str, limit: int | None, used: int | None, per_model: int
+) -> Bound | None:
     """The models that ``limit`` allows when ``used`` is in use and a model adds
     ``per_model``; None when there is no such limit."""
     if limit is None or used is None or per_model <= 0:
@@ -109,34 +110,66 @@ def raise_limits() -> None:
         logger.info("capacity: raised %s from %s to %s (its hard limit)", name, before, after)
 
 
-def _bounds(per_model: PerModel, java_pid: int, zygote_pid: int | None,
-            max_models: int) -> list[Bound]:
+def _bounds(
+    per_model: PerModel, java_pid: int, zygote_pid: int | None, max_models: int
+) -> list[Bound]:
     """What each limit allows (``max_models``, MME_MAX_LOADED_MODELS, 0 for none, first)."""
     nofile = system_limits.soft_limit(resource.RLIMIT_NOFILE)
     tasks = system_limits.tasks_on_system()
     bounds = [
-        Bound("MME_MAX_LOADED_MODELS", "models", max_models, 0, max_models)
-        if max_models else None,
-        bound("RLIMIT_NOFILE", "open files of MMS", nofile, system_limits.open_fds(java_pid),
-              per_model.java_fds),
-        bound("vm.max_map_count", "memory maps of MMS", system_limits.sysctl("vm/max_map_count"),
-              system_limits.memory_maps(java_pid), per_model.java_maps),
-        bound("kernel.pid_max", "tasks on the machine", system_limits.sysctl("kernel/pid_max"),
-              tasks, per_model.tasks),
-        bound("kernel.threads-max", "tasks on the machine",
-              system_limits.sysctl("kernel/threads-max"), tasks, per_model.tasks),
+        Bound("MME_MAX_LOADED_MODELS", "models", max_models, 0, max_models) if max_models else None,
+        bound(
+            "RLIMIT_NOFILE",
+            "open files of MMS",
+            nofile,
+            system_limits.open_fds(java_pid),
+            per_model.java_fds,
+        ),
+        bound(
+            "vm.max_map_count",
+            "memory maps of MMS",
+            system_limits.sysctl("vm/max_map_count"),
+            system_limits.memory_maps(java_pid),
+            per_model.java_maps,
+        ),
+        bound(
+            "kernel.pid_max",
+            "tasks on the machine",
+            system_limits.sysctl("kernel/pid_max"),
+            tasks,
+            per_model.tasks,
+        ),
+        bound(
+            "kernel.threads-max",
+            "tasks on the machine",
+            system_limits.sysctl("kernel/threads-max"),
+            tasks,
+            per_model.tasks,
+        ),
     ]
     if zygote_pid is not None:
-        bounds.append(bound("RLIMIT_NOFILE", "open files of the zygote", nofile,
-                            system_limits.open_fds(zygote_pid), per_model.zygote_fds))
+        bounds.append(
+            bound(
+                "RLIMIT_NOFILE",
+                "open files of the zygote",
+                nofile,
+                system_limits.open_fds(zygote_pid),
+                per_model.zygote_fds,
+            )
+        )
     pids = system_limits.cgroup_pids()
     if pids is not None:
-        bounds.append(bound("pids.max", "tasks of the container's cgroup", *pids,
-                            per_model.tasks))
+        bounds.append(bound("pids.max", "tasks of the container's cgroup", *pids, per_model.tasks))
     if system_limits.nproc_applies():
-        bounds.append(bound("RLIMIT_NPROC", "tasks of the user",
-                            system_limits.soft_limit(resource.RLIMIT_NPROC),
-                            system_limits.tasks_of_user(), per_model.tasks))
+        bounds.append(
+            bound(
+                "RLIMIT_NPROC",
+                "tasks of the user",
+                system_limits.soft_limit(resource.RLIMIT_NPROC),
+                system_limits.tasks_of_user(),
+                per_model.tasks,
+            )
+        )
     return [b for b in bounds if b is not None]
 
 
@@ -154,8 +187,11 @@ class Capacity:
     @classmethod
     def for_settings(cls, settings: Settings) -> Capacity:
         """The capacity that ``settings`` ask for; :meth:`measure` once the server runs."""
-        return cls(PerModel(settings.workers_per_model, settings.worker_mode == "prefork"),
-                   settings.max_loaded_models, settings.min_available_memory_mb * MIB)
+        return cls(
+            PerModel(settings.workers_per_model, settings.worker_mode == "prefork"),
+            settings.max_loaded_models,
+            settings.min_available_memory_mb * MIB,
+        )
 
     @property
     def most(self) -> Bound | None:
@@ -169,11 +205,15 @@ class Capacity:
         most = self.most
         if most is None:
             return
-        logger.info("capacity: up to %s models (%s); models by each limit: %s. Memory: a "
-                    "LOAD is refused when less than %d MiB is available (MME_MIN_AVAILABLE_"
-                    "MEMORY_MB)", f"{most.models:,}", most.name,
-                    "; ".join(b.describe() for b in sorted(bounds, key=lambda b: b.models)),
-                    self.min_available_bytes // MIB)
+        logger.info(
+            "capacity: up to %s models (%s); models by each limit: %s. Memory: a "
+            "LOAD is refused when less than %d MiB is available (MME_MIN_AVAILABLE_"
+            "MEMORY_MB)",
+            f"{most.models:,}",
+            most.name,
+            "; ".join(b.describe() for b in sorted(bounds, key=lambda b: b.models)),
+            self.min_available_bytes // MIB,
+        )
 
     @contextlib.asynccontextmanager
     async def place(self, model_name: str) -> AsyncIterator[Place]:
@@ -201,13 +241,17 @@ class Capacity:
         held = len(self.loaded) + len(self.loading)
         most = self.most
         if most is not None and held >= most.models:
-            return (f"the server holds {held:,} models, as many as {most.name} allows "
-                    f"({most.limit_text()}); unload a model first")
+            return (
+                f"the server holds {held:,} models, as many as {most.name} allows "
+                f"({most.limit_text()}); unload a model first"
+            )
         available = system_limits.available_memory()
         if available is not None and available < self.min_available_bytes:
-            return (f"only {available // MIB:,} MiB of memory is available, less than "
-                    f"MME_MIN_AVAILABLE_MEMORY_MB ({self.min_available_bytes // MIB:,}); "
-                    "unload a model first")
+            return (
+                f"only {available // MIB:,} MiB of memory is available, less than "
+                f"MME_MIN_AVAILABLE_MEMORY_MB ({self.min_available_bytes // MIB:,}); "
+                "unload a model first"
+            )
         return None
 
 

@@ -46,13 +46,18 @@ class HandlerService(DefaultHandlerService):
         try:
             code_dir = activate_code_dir(model_dir)
             logger.info("loading model from %s (code: %s)", model_dir, code_dir or "none")
-            activate_requirements(model_dir, self._config.requirements_dir,
-                                  self._config.requirements_timeout_s)
+            activate_requirements(
+                model_dir, self._config.requirements_dir, self._config.requirements_timeout_s
+            )
             self._threads.before_load()
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
-            record_batching(self._config.server_temp_dir, context.model_name,
-                            *self._service.batching(self._config.max_batch_size,
-                                                    self._config.max_batch_delay_ms))
+            record_batching(
+                self._config.server_temp_dir,
+                context.model_name,
+                *self._service.batching(
+                    self._config.max_batch_size, self._config.max_batch_delay_ms
+                ),
+            )
         except Exception as exc:
             self._load_failed(context.model_name, model_dir, exc)
             if is_out_of_memory(exc):
@@ -101,11 +106,17 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[Any] | None:
     if data is None:
         config = WorkerConfig.from_env()
         record_worker(config.server_temp_dir, context.model_name)
-        timed_out = (f"the LOAD did not finish within {config.response_timeout_s} s "
-                     "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS)")
-        with guarded(f"the LOAD of model {context.model_name}", config.response_timeout_s,
-                     on_abandon=lambda: record_load_failure(config.server_temp_dir,
-                                                            context.model_name, timed_out)):
+        timed_out = (
+            f"the LOAD did not finish within {config.response_timeout_s} s "
+            "(SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS)"
+        )
+        with guarded(
+            f"the LOAD of model {context.model_name}",
+            config.response_timeout_s,
+            on_abandon=lambda: record_load_failure(
+                config.server_temp_dir, context.model_name, timed_out
+            ),
+        ):
             _service = HandlerService(config)
             _service.initialize(context)
         return None

@@ -83,7 +83,8 @@ def find_model_file(model_dir: str) -> str:
         if os.path.isfile(os.path.join(model_dir, name)):
             return os.path.join(model_dir, name)
     found = sorted(
-        path for suffix in MODEL_FILE_SUFFIXES
+        path
+        for suffix in MODEL_FILE_SUFFIXES
         for path in glob.glob(os.path.join(model_dir, f"*{suffix}"))
     )
     if len(found) != 1:

@@ -95,22 +95,44 @@ def _index_options(code_dir: str) -> list[str]:
 def _resolve_command(code_dir: str, report: str, cache_dir: str) -> list[str]:
     # A dry run in the server's own environment: what is installed there at a version the
     # requirements accept (torch, numpy...) is left out of the report.
-    return _pip("install", "--dry-run", "--quiet", "--report", report,
-                "--requirement", os.path.join(code_dir, REQUIREMENTS_FILE),
-                "--cache-dir", cache_dir, *_index_options(code_dir))
+    return _pip(
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--report",
+        report,
+        "--requirement",
+        os.path.join(code_dir, REQUIREMENTS_FILE),
+        "--cache-dir",
+        cache_dir,
+        *_index_options(code_dir),
+    )
 
 
 def _install_command(code_dir: str, missing: str, target: str, cache_dir: str) -> list[str]:
-    return _pip("install", "--target", target, "--no-deps", "--no-warn-script-location",
-                "--requirement", missing, "--cache-dir", cache_dir, *_index_options(code_dir))
+    return _pip(
+        "install",
+        "--target",
+        target,
+        "--no-deps",
+        "--no-warn-script-location",
+        "--requirement",
+        missing,
+        "--cache-dir",
+        cache_dir,
+        *_index_options(code_dir),
+    )
 
 
 def _global_options(code_dir: str) -> list[str]:
     """The option lines of ``requirements.txt`` (index, trusted hosts): the install needs them."""
     with open(os.path.join(code_dir, REQUIREMENTS_FILE), encoding="utf-8") as requirements:
         lines = [line.strip() for line in requirements]
-    return [line for line in lines
-            if line.startswith("-") and re.split(r"[\s=]", line)[0] not in _NOT_GLOBAL]
+    return [
+        line
+        for line in lines
+        if line.startswith("-") and re.split(r"[\s=]", line)[0] not in _NOT_GLOBAL
+    ]
 
 
 def _artifact(download_info: dict[str, Any]) -> str:
@@ -145,10 +167,14 @@ class _Install:
         report = os.path.join(self.work, "report.json")
         self.pip(_resolve_command(self.code_dir, report, self.cache))
         with open(report, encoding="utf-8") as data:
-            artifacts = [_artifact(item["download_info"])
-                         for item in json.load(data).get("install", [])]
-        logger.info("code/%s needs %d package(s) that the server's environment lacks",
-                    REQUIREMENTS_FILE, len(artifacts))
+            artifacts = [
+                _artifact(item["download_info"]) for item in json.load(data).get("install", [])
+            ]
+        logger.info(
+            "code/%s needs %d package(s) that the server's environment lacks",
+            REQUIREMENTS_FILE,
+            len(artifacts),
+        )
         if not artifacts:
             return None
         missing = os.path.join(self.work, "missing.txt")
@@ -185,8 +211,13 @@ def _run_pip(command: list[str], cwd: str, deadline: float, limit_s: int) -> Non
     """Run pip until ``deadline`` (monotonic), the end of the install's ``limit_s``."""
     # A session of its own, so that a timeout also kills whatever pip started (builds).
     process = subprocess.Popen(
-        command, cwd=cwd, env=_pip_environment(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        cwd=cwd,
+        env=_pip_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         output, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
@@ -303,12 +334,14 @@ def _warn_of_shadowed_modules(target: str) -> None:
     # A module the worker has imported already (from the server's environment, or the
     # prefork parent's) stays the one in use: the model's own version would not be.
     shadowed = sorted(
-        name for name in (entry.removesuffix(".py") for entry in os.listdir(target))
+        name
+        for name in (entry.removesuffix(".py") for entry in os.listdir(target))
         if name in sys.modules
     )
     if shadowed:
         logger.warning(
             "code/%s installs %s, which this worker has imported already from the server's "
-            "environment: the model will use the server's version", REQUIREMENTS_FILE,
+            "environment: the model will use the server's version",
+            REQUIREMENTS_FILE,
             ", ".join(shadowed),
         )

@@ -93,9 +93,19 @@ def _handler_functions(model_dir: Path, module: str) -> list[str]:
     """Import the user module in a fresh interpreter; return the handler functions it defines."""
     with tempfile.TemporaryDirectory(prefix="mme-requirements-") as root:
         result = subprocess.run(
-            [sys.executable, "-c", _IMPORT_CHECK, code_dir_of(str(model_dir)),
-             _installed_requirements(model_dir, root), module, *HANDLER_FUNCTIONS],
-            capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S, check=False,
+            [
+                sys.executable,
+                "-c",
+                _IMPORT_CHECK,
+                code_dir_of(str(model_dir)),
+                _installed_requirements(model_dir, root),
+                module,
+                *HANDLER_FUNCTIONS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_CHECK_TIMEOUT_S,
+            check=False,
         )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -112,14 +122,17 @@ def _code_problems(model_dir: Path, module: str) -> list[str]:
             return [str(exc)]
     problems = []
     if "transform_fn" in functions and {"input_fn", "predict_fn", "output_fn"} & set(functions):
-        problems.append(f"code/{module}.py defines transform_fn together with "
-                        "input_fn/predict_fn/output_fn: use one style or the other")
+        problems.append(
+            f"code/{module}.py defines transform_fn together with "
+            "input_fn/predict_fn/output_fn: use one style or the other"
+        )
     if "model_fn" not in functions:
         try:
             find_model_file(str(model_dir))
         except ModelLoadError as exc:
-            problems.append(f"no model_fn in code/{module}.py, and the default loader says: "
-                            f"{exc.message}")
+            problems.append(
+                f"no model_fn in code/{module}.py, and the default loader says: {exc.message}"
+            )
     return problems
 
 
@@ -189,29 +202,53 @@ def example_sample_input() -> Sample:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `mme package`."""
     parser.add_argument(
-        "sources", nargs="+", metavar="SOURCE",
-        help="a model folder (weights + code/), or an example name: "
-        + ", ".join(EXAMPLES),
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a model folder (weights + code/), or an example name: " + ", ".join(EXAMPLES),
     )
-    parser.add_argument("-o", "--output-dir", default="models", type=Path,
-                        help="where to write <name>.tar.gz (default: ./models)")
-    parser.add_argument("--example-code", default=EXAMPLE_CODE, type=Path,
-                        help="the code/ of the examples (default: code/image_classifier of "
-                        "this source tree, wherever you run the command)")
-    parser.add_argument("--pretrained", action="store_true",
-                        help="download torchvision's pretrained weights (needs internet); "
-                        "random weights otherwise")
-    parser.add_argument("--program", default="inference",
-                        help="the module in code/ that defines the handler functions")
-    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
-                        help="pack the model file as it is; by default a TorchScript model.pt "
-                        "is replaced by a frozen copy when that copy answers code/"
-                        "sample_input.npy (the input of the model's forward, batch included) "
-                        "as the original does, within the tolerance docs/packaging.md states")
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        default="models",
+        type=Path,
+        help="where to write <name>.tar.gz (default: ./models)",
+    )
+    parser.add_argument(
+        "--example-code",
+        default=EXAMPLE_CODE,
+        type=Path,
+        help="the code/ of the examples (default: code/image_classifier of "
+        "this source tree, wherever you run the command)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="download torchvision's pretrained weights (needs internet); random weights otherwise",
+    )
+    parser.add_argument(
+        "--program",
+        default="inference",
+        help="the module in code/ that defines the handler functions",
+    )
+    parser.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="pack the model file as it is; by default a TorchScript model.pt "
+        "is replaced by a frozen copy when that copy answers code/"
+        "sample_input.npy (the input of the model's forward, batch included) "
+        "as the original does, within the tolerance docs/packaging.md states",
+    )
 
 
-def package(model_dir: Path, output_dir: Path, module: str = "inference", optimize: bool = True,
-            sample: Sample | None = None) -> tuple[Path, str]:
+def package(
+    model_dir: Path,
+    output_dir: Path,
+    module: str = "inference",
+    optimize: bool = True,
+    sample: Sample | None = None,
+) -> tuple[Path, str]:
     """Check ``model_dir``, optimise its model file unless not, and pack it into
     ``output_dir``; the archive, and what the optimiser did (empty without it)."""
     check_model_dir(model_dir, module)

@@ -34,4 +34,3 @@ def render(families: Iterable[Metric]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(list(families)))
     return generate_latest(registry)
-

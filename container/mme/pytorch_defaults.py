@@ -79,8 +79,9 @@ def _training_mode_ops(program: Any) -> list[str]:
             continue
         for index, argument in enumerate(schema.arguments):
             if argument.name in ("train", "training"):
-                value = node.args[index] if index < len(node.args) else node.kwargs.get(
-                    argument.name)
+                value = (
+                    node.args[index] if index < len(node.args) else node.kwargs.get(argument.name)
+                )
                 if value is True:
                     found.append(str(node.target))
     return sorted(set(found))
@@ -118,8 +119,11 @@ def load_model(path: str, device: torch.device | str = "cpu") -> Any:
     except RuntimeError as exc:
         if is_out_of_memory(exc):
             raise
-        expected = ("a torch.export program; save it with torch.export.save" if exported
-                    else "a TorchScript model; save it with torch.jit.save")
+        expected = (
+            "a torch.export program; save it with torch.export.save"
+            if exported
+            else "a TorchScript model; save it with torch.jit.save"
+        )
         raise ModelLoadError(
             f"{os.path.basename(path)} is not {expected}, or ship code/inference.py with a "
             "model_fn that loads it"

@@ -67,10 +67,15 @@ def target_model_problem(target_model: str) -> str | None:
 
     botocore's rule is 1 to 1024 characters matching ``\\A\\S[\\p{Print}]*\\z``.
     """
-    if (not 0 < len(target_model) <= MAX_TARGET_MODEL_CHARS or target_model[0].isspace()
-            or not target_model.isprintable()):
-        return (f"must be 1 to {MAX_TARGET_MODEL_CHARS} printable characters and must not "
-                "start with a space")
+    if (
+        not 0 < len(target_model) <= MAX_TARGET_MODEL_CHARS
+        or target_model[0].isspace()
+        or not target_model.isprintable()
+    ):
+        return (
+            f"must be 1 to {MAX_TARGET_MODEL_CHARS} printable characters and must not "
+            "start with a space"
+        )
     return None
 
 
@@ -96,7 +101,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     """
     if not url.startswith(S3_SCHEME):
         raise ValueError(f"{url!r} is not an s3://bucket/prefix URL")
-    bucket, _, key = url[len(S3_SCHEME):].partition("/")
+    bucket, _, key = url[len(S3_SCHEME) :].partition("/")
     return bucket, key
 
 

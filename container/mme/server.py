@@ -77,8 +77,9 @@ def mms_properties(settings: Settings, handler_service: str, mms_port: int) -> s
 def batch_bytes(settings: Settings) -> int:
     """The most request (or answer) bytes that one of the gateway's batches may carry."""
     # MMS keeps its limits in a Java int.
-    return min(settings.max_payload_bytes * settings.max_batch_size,
-               2**31 - 1 - BATCH_OVERHEAD_BYTES)
+    return min(
+        settings.max_payload_bytes * settings.max_batch_size, 2**31 - 1 - BATCH_OVERHEAD_BYTES
+    )
 
 
 def resolve_handler(spec: str) -> tuple[str, str | None]:
@@ -113,12 +114,24 @@ def _java_command(python: str, config_file: str, log_config: str, env: dict[str,
     mms_home = os.path.dirname(os.path.dirname(os.path.realpath(mms.__file__)))
     java_home = env.get("JAVA_HOME")
     java = os.path.join(java_home, "bin", "java") if java_home else "java"
-    command = [java, f"-Dmodel_server_home={mms_home}",
-               f"-Dlog4j.configurationFile=file://{os.path.realpath(log_config)}",
-               f"-Djava.io.tmpdir={env['TEMP']}"]
-    return [*command, "-cp", f".:{os.path.join(mms_home, 'mms', 'frontend', '*')}",
-            "com.amazonaws.ml.mms.ModelServer", "--python", python,
-            "-f", config_file, "-s", "/"]
+    command = [
+        java,
+        f"-Dmodel_server_home={mms_home}",
+        f"-Dlog4j.configurationFile=file://{os.path.realpath(log_config)}",
+        f"-Djava.io.tmpdir={env['TEMP']}",
+    ]
+    return [
+        *command,
+        "-cp",
+        f".:{os.path.join(mms_home, 'mms', 'frontend', '*')}",
+        "com.amazonaws.ml.mms.ModelServer",
+        "--python",
+        python,
+        "-f",
+        config_file,
+        "-s",
+        "/",
+    ]
 
 
 def answers_ping(port: int) -> bool:
@@ -145,17 +158,29 @@ class ModelServer:
         self.temp_dir = tempfile.mkdtemp(prefix="mme-", dir="/tmp")
         self.mms_port = free_port()
         upstream = Upstream("127.0.0.1", self.mms_port)
-        metrics = (GatewayMetrics(settings.metrics_path, self.temp_dir,
-                                  settings.workers_per_model) if settings.metrics_path else None)
+        metrics = (
+            GatewayMetrics(settings.metrics_path, self.temp_dir, settings.workers_per_model)
+            if settings.metrics_path
+            else None
+        )
         # metrics hook: what is sent to the workers counts them busy
         send = metrics.to_workers(upstream.send) if metrics else upstream.send
-        scheduler = Scheduler(send, settings.cpu_budget, settings.workers_per_model,
-                              settings.job_queue_size, batch_bytes(settings))
+        scheduler = Scheduler(
+            send,
+            settings.cpu_budget,
+            settings.workers_per_model,
+            settings.job_queue_size,
+            batch_bytes(settings),
+        )
         if metrics:
             metrics.watch(scheduler)  # metrics hook: queue waits, the CPU budget's use
         self.capacity = Capacity.for_settings(settings)
-        self.gateway = Gateway(upstream, Management(upstream, scheduler, self.temp_dir,
-                                                    self.capacity), scheduler, metrics)
+        self.gateway = Gateway(
+            upstream,
+            Management(upstream, scheduler, self.temp_dir, self.capacity),
+            scheduler,
+            metrics,
+        )
         self._gateway_thread = GatewayThread(self.gateway, upstream, settings.max_payload_bytes)
         self._zygote = _zygote_for(settings, self.temp_dir)
 
@@ -168,7 +193,8 @@ class ModelServer:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServerStartError(
-                    f"port {self.settings.port} is in use (SAGEMAKER_BIND_TO_PORT)") from exc
+                    f"port {self.settings.port} is in use (SAGEMAKER_BIND_TO_PORT)"
+                ) from exc
             raise ServerStartError(
                 f"cannot listen on {self.settings.bind_address}:{self.settings.port} "
                 f"(SAGEMAKER_BIND_TO_PORT, MME_BIND_ADDRESS): {exc.strerror or exc}"
@@ -184,14 +210,21 @@ class ModelServer:
         env["MME_LOG4J_LEVEL"] = _log4j_level(self.settings.log_level)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         os.makedirs(env["LOG_LOCATION"], exist_ok=True)
-        logger.info("starting MMS on 127.0.0.1:%d behind %s port %d (handler %s, %s workers, "
-                    "temp %s)", self.mms_port, self.settings.bind_address, self.settings.port,
-                    self.handler_service, self.settings.worker_mode, self.temp_dir)
+        logger.info(
+            "starting MMS on 127.0.0.1:%d behind %s port %d (handler %s, %s workers, temp %s)",
+            self.mms_port,
+            self.settings.bind_address,
+            self.settings.port,
+            self.handler_service,
+            self.settings.worker_mode,
+            self.temp_dir,
+        )
         python = self._zygote.launcher if self._zygote else sys.executable
         try:
             # Its own session: the process group that request_stop and stop signal.
             self.process = subprocess.Popen(
-                dying_with_parent(_java_command(python, config_file, log_config, env)), env=env,
+                dying_with_parent(_java_command(python, config_file, log_config, env)),
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -222,8 +255,11 @@ class ModelServer:
                 zygote = self._zygote.process if self._zygote else None
                 self.capacity.measure(self.process.pid, zygote.pid if zygote else None)
                 self._gateway_thread.set_ready()
-                logger.info("the model server is healthy on http://%s:%d",
-                            self.settings.bind_address, self.settings.port)
+                logger.info(
+                    "the model server is healthy on http://%s:%d",
+                    self.settings.bind_address,
+                    self.settings.port,
+                )
                 if self._zygote:
                     self._zygote.watch()
                 return
@@ -262,8 +298,9 @@ class ModelServer:
             # the group gets it only once no worker is busy (or the drain time is up).
             if self._drained() or elapsed_s > DRAIN_LIMIT_S:
                 if elapsed_s > DRAIN_LIMIT_S:
-                    logger.warning("requests still in flight after %.0f s; stopping anyway",
-                                   DRAIN_LIMIT_S)
+                    logger.warning(
+                        "requests still in flight after %.0f s; stopping anyway", DRAIN_LIMIT_S
+                    )
                 self._terminated = True
                 _signal_group(self.process.pid, signal.SIGTERM)
         elif elapsed_s > STOP_GRACE_S:

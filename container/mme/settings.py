@@ -105,8 +105,9 @@ def _bind_address(env: Mapping[str, str], name: str) -> str:
     try:
         ipaddress.ip_address(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an IP address (127.0.0.1, 0.0.0.0, ::)") \
-            from None
+        raise SettingsError(
+            f"{name}={raw!r} is not an IP address (127.0.0.1, 0.0.0.0, ::)"
+        ) from None
     return raw
 
 
@@ -125,8 +126,9 @@ def _metrics_path(env: Mapping[str, str], switch: str, name: str) -> str:
     if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
         raise SettingsError(f"{name}={path!r} must be a path such as /metrics")
     if any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PATHS):
-        raise SettingsError(f"{name}={path!r} is a path of the container API; use another, "
-                            "such as /metrics")
+        raise SettingsError(
+            f"{name}={path!r} is a path of the container API; use another, such as /metrics"
+        )
     return path
 
 
@@ -219,24 +221,28 @@ class Settings:
             startup_timeout_s=_integer(env, "SAGEMAKER_STARTUP_TIMEOUT", 600, 1, 3600),
             start_attempts=_integer(env, "MME_START_ATTEMPTS", 3, 1, 20),
             handler_service=env.get("SAGEMAKER_HANDLER", "").strip(),
-            requirements_dir=_absolute_dir(env, "MME_REQUIREMENTS_DIR",
-                                           os.path.join(base_dir, "model-deps")),
+            requirements_dir=_absolute_dir(
+                env, "MME_REQUIREMENTS_DIR", os.path.join(base_dir, "model-deps")
+            ),
             requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
             worker_mode=_worker_mode(env, "MME_WORKER_MODE"),
             metrics_path=_metrics_path(env, "MME_METRICS", "MME_METRICS_PATH"),
             max_loaded_models=_integer(env, "MME_MAX_LOADED_MODELS", 0, 0, 1_000_000),
-            min_available_memory_mb=_integer(env, "MME_MIN_AVAILABLE_MEMORY_MB", 256, 0,
-                                             1_048_576),
+            min_available_memory_mb=_integer(env, "MME_MIN_AVAILABLE_MEMORY_MB", 256, 0, 1_048_576),
         )
 
     def worker_config(self, server_temp_dir: str) -> WorkerConfig:
         """What the workers of a server with the private folder ``server_temp_dir`` get."""
         return WorkerConfig(
-            server_temp_dir=server_temp_dir, response_timeout_s=self.response_timeout_s,
-            max_payload_bytes=self.max_payload_bytes, num_threads=self.num_threads,
+            server_temp_dir=server_temp_dir,
+            response_timeout_s=self.response_timeout_s,
+            max_payload_bytes=self.max_payload_bytes,
+            num_threads=self.num_threads,
             requirements_dir=self.requirements_dir,
             requirements_timeout_s=self.requirements_timeout_s,
-            max_batch_size=self.max_batch_size, max_batch_delay_ms=self.max_batch_delay_ms)
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_ms=self.max_batch_delay_ms,
+        )
 
     @property
     def models_dir(self) -> str:

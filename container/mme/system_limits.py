@@ -20,8 +20,10 @@ def raise_soft_limits() -> dict[str, tuple[int, int]]:
     Children (MMS's Java, the zygote and every worker) inherit them.
     """
     raised = {}
-    for name, which in (("RLIMIT_NOFILE", resource.RLIMIT_NOFILE),
-                        ("RLIMIT_NPROC", resource.RLIMIT_NPROC)):
+    for name, which in (
+        ("RLIMIT_NOFILE", resource.RLIMIT_NOFILE),
+        ("RLIMIT_NPROC", resource.RLIMIT_NPROC),
+    ):
         soft, hard = resource.getrlimit(which)
         if soft != hard:
             with contextlib.suppress(ValueError, OSError):
@@ -85,15 +87,27 @@ def available_memory() -> int | None:
     memory and what this cgroup's limit leaves (page cache that can be dropped counts as
     free in both)."""
     meminfo = _read("/proc/meminfo") or ""
-    machine = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
-                    if line.startswith("MemAvailable:")), None)
+    machine = next(
+        (
+            int(line.split()[1]) * 1024
+            for line in meminfo.splitlines()
+            if line.startswith("MemAvailable:")
+        ),
+        None,
+    )
     limit = _cgroup_value("memory", "memory.limit_in_bytes", "memory.max")
     usage = _cgroup_value("memory", "memory.usage_in_bytes", "memory.current")
     if limit is None or usage is None:
         return machine
     stats = _cgroup_text("memory", "memory.stat", "memory.stat") or ""
-    inactive = next((int(line.split()[1]) for line in stats.splitlines()
-                     if line.split()[:1] in (["total_inactive_file"], ["inactive_file"])), 0)
+    inactive = next(
+        (
+            int(line.split()[1])
+            for line in stats.splitlines()
+            if line.split()[:1] in (["total_inactive_file"], ["inactive_file"])
+        ),
+        0,
+    )
     left = max(0, limit - max(0, usage - inactive))
     return left if machine is None else min(machine, left)
 
@@ -149,11 +163,12 @@ def _cgroup_text(controller: str, v1_file: str, v2_file: str) -> str | None:
     candidates = []
     if "" in paths:
         candidates += [f"/sys/fs/cgroup{paths['']}/{v2_file}", f"/sys/fs/cgroup/{v2_file}"]
-    v1_path = next((path for names, path in paths.items()
-                    if controller in names.split(",")), None)
+    v1_path = next((path for names, path in paths.items() if controller in names.split(",")), None)
     if v1_path is not None:
-        candidates += [f"/sys/fs/cgroup/{controller}{v1_path}/{v1_file}",
-                       f"/sys/fs/cgroup/{controller}/{v1_file}"]
+        candidates += [
+            f"/sys/fs/cgroup/{controller}{v1_path}/{v1_file}",
+            f"/sys/fs/cgroup/{controller}/{v1_file}",
+        ]
     for candidate in candidates:
         text = _read(os.path.normpath(candidate))
         if text is not None:

@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 def granted_threads(context: Any) -> int | None:
     """The grant in the batch's first request, or None when there is none."""
-    value = worker_headers.header(context.request_processor[0].get_request_properties(),
-                                  worker_headers.THREADS)
+    value = worker_headers.header(
+        context.request_processor[0].get_request_properties(), worker_headers.THREADS
+    )
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
@@ -64,6 +65,9 @@ class ThreadShare:
         if self.own_threads or self._expected is None or current == self._expected:
             return
         self.own_threads = current
-        logger.info("the model's code set torch's thread count to %d itself: it keeps it, "
-                    "and the server's CPU budget counts %d thread(s) per request of it",
-                    current, current)
+        logger.info(
+            "the model's code set torch's thread count to %d itself: it keeps it, "
+            "and the server's CPU budget counts %d thread(s) per request of it",
+            current,
+            current,
+        )

@@ -62,8 +62,13 @@ class ModelTransformer(Transformer):
 
     def _run_handler_function(self, func: Any, *argv: Any) -> Any:
         # model_fn and the warm-up are phases of a LOAD: their times go to the worker log.
-        phase = ("model_fn" if func is self._model_fn
-                 else "warm-up" if func is self._model_warmup_fn else None)
+        phase = (
+            "model_fn"
+            if func is self._model_fn
+            else "warm-up"
+            if func is self._model_warmup_fn
+            else None
+        )
         if phase is None:
             return super()._run_handler_function(func, *argv)
         started = time.monotonic()
@@ -92,8 +97,9 @@ class ModelTransformer(Transformer):
     def transform(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
         """Answer each request of MMS's batch; errors become a status and a short message."""
         try:
-            self.validate_and_initialize(model_dir=context.system_properties["model_dir"],
-                                         context=context)
+            self.validate_and_initialize(
+                model_dir=context.system_properties["model_dir"], context=context
+            )
             return [self._transform_one(item, index, context) for index, item in enumerate(data)]
         except Exception as exc:
             status, message = self._log_error(exc)
@@ -111,8 +117,9 @@ class ModelTransformer(Transformer):
         if self._transform_fn != self._default_transform_fn:  # bound methods: equal, not same
             return 1, 0
         module = sys.modules.get(self._environment.module_name)
-        if module is None or not any(hasattr(module, name)
-                                     for name in ("input_fn", "predict_fn", "output_fn")):
+        if module is None or not any(
+            hasattr(module, name) for name in ("input_fn", "predict_fn", "output_fn")
+        ):
             return max_size, max_delay_ms
         size = getattr(module, "MAX_BATCH_SIZE", 1)
         delay = getattr(module, "MAX_BATCH_DELAY_MS", max_delay_ms)
@@ -148,13 +155,15 @@ class ModelTransformer(Transformer):
                     inputs[index] = self._decode(part)
                 except Exception as exc:
                     answers[index] = self._error_part(exc)
-            predictions = self._predict_all({i: data for i, (data, _) in inputs.items()},
-                                            parts, context, answers)
+            predictions = self._predict_all(
+                {i: data for i, (data, _) in inputs.items()}, parts, context, answers
+            )
             for index, prediction in predictions.items():
                 self._for_request(context, parts[index])
                 try:
-                    result = self._run_handler_function(self._output_fn, prediction,
-                                                        inputs[index][1])
+                    result = self._run_handler_function(
+                        self._output_fn, prediction, inputs[index][1]
+                    )
                     body, response_type = self._answer(result, inputs[index][1])
                     answers[index] = _part(200, body, response_type)
                 except Exception as exc:
@@ -168,8 +177,9 @@ class ModelTransformer(Transformer):
         body, content_type, accept = self._request(properties, part.body)
         return self._run_handler_function(self._input_fn, body, content_type), accept
 
-    def _predict_all(self, inputs: dict[int, Any], parts: list[Part], context: Any,
-                     answers: dict[int, Part]) -> dict[int, Any]:
+    def _predict_all(
+        self, inputs: dict[int, Any], parts: list[Part], context: Any, answers: dict[int, Part]
+    ) -> dict[int, Any]:
         predictions: dict[int, Any] = {}
         for group in batching.groups(inputs):
             self._for_request(context, parts[group[0]])
@@ -186,7 +196,8 @@ class ModelTransformer(Transformer):
                 self._for_request(context, parts[index])
                 try:
                     predictions[index] = self._run_handler_function(
-                        self._predict_fn, inputs[index], self._model)
+                        self._predict_fn, inputs[index], self._model
+                    )
                 except Exception as exc:
                     answers[index] = self._error_part(exc)
         return predictions
@@ -204,7 +215,8 @@ class ModelTransformer(Transformer):
             )
         content_type = _media_type(
             worker_headers.header(properties, worker_headers.ORIGINAL_CONTENT_TYPE)
-            or utils.retrieve_content_type_header(properties))
+            or utils.retrieve_content_type_header(properties)
+        )
         accept = properties.get("Accept") or properties.get("accept")
         if not accept or accept == content_types.ANY:
             accept = self._environment.default_accept

@@ -30,7 +30,9 @@ def _abandon(what: str, limit_s: float, on_abandon: Callable[[], None] | None) -
             on_abandon()
     logger.error(
         "%s did not finish within %.0f s (SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS): MMS has "
-        "answered with an error and given up on this worker, so it exits", what, limit_s,
+        "answered with an error and given up on this worker, so it exits",
+        what,
+        limit_s,
     )
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -91,8 +93,9 @@ _watchdog = _Watchdog()
 
 
 @contextlib.contextmanager
-def guarded(what: str, limit_s: float,
-            on_abandon: Callable[[], None] | None = None) -> Iterator[None]:
+def guarded(
+    what: str, limit_s: float, on_abandon: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Run a LOAD or a batch, and end the worker if it outlives ``limit_s``.
 
     ``on_abandon`` runs just before the worker ends (it must be quick).

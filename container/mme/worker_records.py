@@ -67,15 +67,17 @@ def record_load_failure(server_temp_dir: str, model_name: str, reason: str) -> N
 def load_failure(server_temp_dir: str, model_name: str) -> str:
     """Why the last LOAD of ``model_name`` failed, as its worker said; "" if it did not say."""
     try:
-        with open(os.path.join(model_folder(server_temp_dir, model_name), LOAD_ERROR),
-                  encoding="utf-8") as reason:
+        with open(
+            os.path.join(model_folder(server_temp_dir, model_name), LOAD_ERROR), encoding="utf-8"
+        ) as reason:
             return reason.read().strip()
     except OSError:
         return ""
 
 
-def record_batching(server_temp_dir: str, model_name: str, max_size: int,
-                    max_delay_ms: int) -> None:
+def record_batching(
+    server_temp_dir: str, model_name: str, max_size: int, max_delay_ms: int
+) -> None:
     """Record how ``model_name`` batches: ``max_size`` requests at most, ``max_delay_ms``."""
     if not server_temp_dir:
         return
@@ -87,9 +89,12 @@ def record_batching(server_temp_dir: str, model_name: str, max_size: int,
 
 def batching(server_temp_dir: str, model_name: str) -> tuple[int, int]:
     """How ``model_name`` batches (size, delay in ms); (1, 0) when its worker did not say."""
-    with contextlib.suppress(OSError, ValueError, TypeError), \
-            open(os.path.join(model_folder(server_temp_dir, model_name), BATCHING),
-                 encoding="utf-8") as record:
+    with (
+        contextlib.suppress(OSError, ValueError, TypeError),
+        open(
+            os.path.join(model_folder(server_temp_dir, model_name), BATCHING), encoding="utf-8"
+        ) as record,
+    ):
         size, delay = json.load(record)
         return max(1, int(size)), max(0, int(delay))
     return 1, 0
@@ -159,8 +164,10 @@ def _listdir(folder: str) -> list[str]:
 
 
 def _entries(path: str) -> list[tuple[int, int]]:
-    with contextlib.suppress(OSError, ValueError, TypeError), \
-            open(path, encoding="utf-8") as record:
+    with (
+        contextlib.suppress(OSError, ValueError, TypeError),
+        open(path, encoding="utf-8") as record,
+    ):
         return [(int(pid), int(started)) for pid, started in json.load(record)]
     return []
 

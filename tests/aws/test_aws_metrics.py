@@ -50,8 +50,11 @@ def test_deploy_has_sagemaker_scrape_the_metrics_by_default(
 
     [model] = sent["CreateModel"]
     [config] = sent["CreateEndpointConfig"]
-    assert model["PrimaryContainer"]["ContainerMetricsConfig"] == {"MetricsEndpoints": [
-        {"MetricsEndpointPath": "/metrics", "MetricPublishFrequencyInSeconds": 60}]}
+    assert model["PrimaryContainer"]["ContainerMetricsConfig"] == {
+        "MetricsEndpoints": [
+            {"MetricsEndpointPath": "/metrics", "MetricPublishFrequencyInSeconds": 60}
+        ]
+    }
     assert "MME_METRICS_PATH" not in model["PrimaryContainer"]["Environment"]
     assert config["MetricsConfig"] == {"EnableDetailedObservability": True}
 
@@ -59,13 +62,23 @@ def test_deploy_has_sagemaker_scrape_the_metrics_by_default(
 def test_a_path_of_ones_own_is_scraped_and_served(
     sent: Sent, moto_url: str, endpoint_name: str, bucket: str
 ) -> None:
-    deploy(moto_url, endpoint_name, bucket,
-           "--metrics-path", "/custom/metrics", "--metrics-frequency", "10")
+    deploy(
+        moto_url,
+        endpoint_name,
+        bucket,
+        "--metrics-path",
+        "/custom/metrics",
+        "--metrics-frequency",
+        "10",
+    )
 
     [model] = sent["CreateModel"]
     container = model["PrimaryContainer"]
-    assert container["ContainerMetricsConfig"] == {"MetricsEndpoints": [
-        {"MetricsEndpointPath": "/custom/metrics", "MetricPublishFrequencyInSeconds": 10}]}
+    assert container["ContainerMetricsConfig"] == {
+        "MetricsEndpoints": [
+            {"MetricsEndpointPath": "/custom/metrics", "MetricPublishFrequencyInSeconds": 10}
+        ]
+    }
     assert container["Environment"]["MME_METRICS_PATH"] == "/custom/metrics"
 
 
@@ -93,14 +106,21 @@ def test_turning_metrics_off_is_a_new_configuration(
 
 @pytest.mark.parametrize(
     ("options", "says"),
-    [(["--metrics-frequency", "15"], "--metrics-frequency must be one of 10, 30, 60"),
-     (["--metrics-path", "metrics"], "--metrics-path 'metrics' must be a path"),
-     (["--metrics-path", "/ping"], "a path of the container API"),
-     (["--no-metrics", "--metrics-path", "/m"], "--no-metrics cannot go with"),
-     (["--metrics-path", "/m", "--env", "MME_METRICS_PATH=/n"], "give the path with")],
+    [
+        (["--metrics-frequency", "15"], "--metrics-frequency must be one of 10, 30, 60"),
+        (["--metrics-path", "metrics"], "--metrics-path 'metrics' must be a path"),
+        (["--metrics-path", "/ping"], "a path of the container API"),
+        (["--no-metrics", "--metrics-path", "/m"], "--no-metrics cannot go with"),
+        (["--metrics-path", "/m", "--env", "MME_METRICS_PATH=/n"], "give the path with"),
+    ],
 )
 def test_metrics_options_sagemaker_or_the_container_would_refuse_are_refused_first(
-    sent: Sent, moto_url: str, endpoint_name: str, bucket: str, options: list[str], says: str,
+    sent: Sent,
+    moto_url: str,
+    endpoint_name: str,
+    bucket: str,
+    options: list[str],
+    says: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = cli.main(deploy_args(endpoint_name, moto_url, f"s3://{bucket}/", *options))

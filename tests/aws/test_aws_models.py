@@ -160,8 +160,7 @@ def test_a_failed_upload_is_one_line_and_leaves_no_partial_upload(
 def test_progress_bar_counts_bytes_from_several_threads() -> None:
     stream = io.StringIO()
     bar = ProgressBar("m.tar.gz", 40_000, stream)
-    threads = [threading.Thread(target=lambda: [bar(1) for _ in range(10_000)])
-               for _ in range(3)]
+    threads = [threading.Thread(target=lambda: [bar(1) for _ in range(10_000)]) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -13,8 +13,11 @@ from harness.servers import NativeServer
 from mme.packaging import build_example, check_model_dir, pack
 
 # Small limits keep the over-limit tests cheap.
-SERVER_ENV = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "30",
-              "MME_NUM_THREADS": "2"}
+SERVER_ENV = {
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "30",
+    "MME_NUM_THREADS": "2",
+}
 EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "code" / "image_classifier"
 
 

@@ -24,17 +24,25 @@ from mme.ports import free_port
 IMAGE = os.environ.get("MME_TEST_IMAGE", "mme:test")
 ENGINE = os.environ.get("MME_TEST_ENGINE", "podman")
 # crun fails on this machine's cgroups; podman's default ulimits exceed the machine's limits.
-ENGINE_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=20000:20000",
-                "--ulimit", "nproc=8192:8192"]
+ENGINE_FLAGS = [
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=8192:8192",
+]
 CONTAINER_MODELS = "/opt/ml/models"
 ENGINE_TIMEOUT_S = 60.0
 
 
-def engine(*args: str, timeout_s: float = ENGINE_TIMEOUT_S,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
+def engine(
+    *args: str, timeout_s: float = ENGINE_TIMEOUT_S, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``podman ARGS`` (or MME_TEST_ENGINE) and capture its output."""
-    return subprocess.run([ENGINE, *args], capture_output=True, text=True,
-                          timeout=timeout_s, check=check)
+    return subprocess.run(
+        [ENGINE, *args], capture_output=True, text=True, timeout=timeout_s, check=check
+    )
 
 
 def image_config(image: str = IMAGE) -> dict[str, Any]:
@@ -62,19 +70,32 @@ def _run_options(env: dict[str, str] | None, user: str | None) -> list[str]:
     return options
 
 
-def run_command(argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None,
-                image: str = IMAGE, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def run_command(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    image: str = IMAGE,
+    timeout_s: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """``podman run --rm IMAGE ARGV``: a non-``serve`` command; its exit code comes back."""
-    return engine("run", "--rm", *_run_options(env, user), image, *argv,
-                  timeout_s=timeout_s, check=False)
+    return engine(
+        "run", "--rm", *_run_options(env, user), image, *argv, timeout_s=timeout_s, check=False
+    )
 
 
 class ImageServer:
     """The image running ``serve``; models live under ``models_root/<name>/model`` on the host."""
 
-    def __init__(self, models_root: Path, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, log_path: Path | None = None, *,
-                 image: str = IMAGE, user: str | None = None) -> None:
+    def __init__(
+        self,
+        models_root: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        log_path: Path | None = None,
+        *,
+        image: str = IMAGE,
+        user: str | None = None,
+    ) -> None:
         self.models_root = models_root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -95,8 +116,19 @@ class ImageServer:
 
     def command(self) -> list[str]:
         """The ``podman run`` command line of this server."""
-        return [ENGINE, "run", "--rm", "--name", self.name, *_run_options(self.env, self.user),
-                "-v", f"{self.models_root}:{CONTAINER_MODELS}", self.image, "serve", *self.args]
+        return [
+            ENGINE,
+            "run",
+            "--rm",
+            "--name",
+            self.name,
+            *_run_options(self.env, self.user),
+            "-v",
+            f"{self.models_root}:{CONTAINER_MODELS}",
+            self.image,
+            "serve",
+            *self.args,
+        ]
 
     def launch(self) -> subprocess.Popen[bytes]:
         """Start the container without waiting for it; its output goes to the log."""

@@ -30,8 +30,9 @@ def load(server: Any, name: str) -> requests.Response:
     )
 
 
-def invoke(server: Any, name: str, body: bytes, content_type: str = JSON,
-           **headers: str) -> requests.Response:
+def invoke(
+    server: Any, name: str, body: bytes, content_type: str = JSON, **headers: str
+) -> requests.Response:
     return requests.post(
         f"{server.url}/models/{name}/invoke",
         data=body,
@@ -52,12 +53,16 @@ def processes_of(server: Any, name: str) -> list[psutil.Process]:
     The whole machine, not the server's process tree: a worker whose parent died is
     adopted by init, outside the tree.
     """
-    return on_this_machine(lambda args: model_name(args) == name
-                           and server.model_url(name) in args)
+    return on_this_machine(lambda args: model_name(args) == name and server.model_url(name) in args)
 
 
-def loaded(server: Any, models_root: Path, name: str, code: dict[str, str] | None = None,
-           weights: bool = True) -> str:
+def loaded(
+    server: Any,
+    models_root: Path,
+    name: str,
+    code: dict[str, str] | None = None,
+    weights: bool = True,
+) -> str:
     """Create the model folder and LOAD it; fail the test unless the LOAD answers 200."""
     make_model_dir(models_root, name, code, weights)
     answer = load(server, name)
@@ -206,9 +211,13 @@ def test_headers_reach_functions_that_take_context(server: Any, models_root: Pat
     }
     name = loaded(server, models_root, "headers", code, weights=False)
     answer = invoke(
-        server, name, b"{}",
-        **{"X-Amzn-SageMaker-Custom-Attributes": "trace=abc",
-           "X-Amzn-SageMaker-Target-Model": "team/model-7.tar.gz"},
+        server,
+        name,
+        b"{}",
+        **{
+            "X-Amzn-SageMaker-Custom-Attributes": "trace=abc",
+            "X-Amzn-SageMaker-Target-Model": "team/model-7.tar.gz",
+        },
     )
     assert answer.json() == {"custom": "trace=abc", "target": "team/model-7.tar.gz"}
 
@@ -231,8 +240,11 @@ def test_a_model_that_fails_to_load_is_not_listed_and_disturbs_nothing(
 
 
 def test_out_of_memory_is_507_on_load_and_on_invoke(server: Any, models_root: Path) -> None:
-    make_model_dir(models_root, "oom-load",
-                   {"inference.py": "def model_fn(d):\n    raise MemoryError('40 GiB')\n"})
+    make_model_dir(
+        models_root,
+        "oom-load",
+        {"inference.py": "def model_fn(d):\n    raise MemoryError('40 GiB')\n"},
+    )
     refused = load(server, "oom-load")
     assert refused.status_code == 507
     assert "MemoryError: 40 GiB" in refused.json()["message"]
@@ -274,8 +286,9 @@ def test_every_error_status_and_the_model_keeps_serving(server: Any, models_root
 
 
 def test_invocations_route_needs_a_model_name(server: Any) -> None:
-    answer = requests.post(f"{server.url}/invocations", data=b"{}",
-                           headers={"Content-Type": JSON}, timeout=TIMEOUT)
+    answer = requests.post(
+        f"{server.url}/invocations", data=b"{}", headers={"Content-Type": JSON}, timeout=TIMEOUT
+    )
     assert answer.status_code == 400
     assert json.loads(answer.text)["message"]
 
@@ -311,8 +324,9 @@ CYCLES = 12
 
 def test_a_load_retried_after_507_loads_every_time(server: Any, models_root: Path) -> None:
     # SageMaker's answer to a 507: unload other models, then LOAD the same model again at once.
-    model_dir = make_model_dir(models_root, "tight", {"inference.py": OUT_OF_MEMORY_ONCE},
-                               weights=False)
+    model_dir = make_model_dir(
+        models_root, "tight", {"inference.py": OUT_OF_MEMORY_ONCE}, weights=False
+    )
     for cycle in range(CYCLES):
         (model_dir / "out-of-memory-once").touch()
         assert load(server, "tight").status_code == 507, cycle
@@ -322,9 +336,7 @@ def test_a_load_retried_after_507_loads_every_time(server: Any, models_root: Pat
         assert requests.delete(f"{server.url}/models/tight", timeout=TIMEOUT).status_code == 200
 
 
-def test_unload_answers_once_the_models_processes_are_gone(
-    server: Any, models_root: Path
-) -> None:
+def test_unload_answers_once_the_models_processes_are_gone(server: Any, models_root: Path) -> None:
     make_model_dir(models_root, "cycled")
     for cycle in range(CYCLES):
         assert load(server, "cycled").status_code == 200, cycle
@@ -334,9 +346,7 @@ def test_unload_answers_once_the_models_processes_are_gone(
         assert processes_of(server, "cycled") == [], cycle  # no grace: UNLOAD promised it
 
 
-def test_form_and_multipart_bodies_reach_the_model_as_sent(
-    server: Any, models_root: Path
-) -> None:
+def test_form_and_multipart_bodies_reach_the_model_as_sent(server: Any, models_root: Path) -> None:
     # MMS alone decodes them into form parameters, and the model got no body at all.
     code = {
         "inference.py": """

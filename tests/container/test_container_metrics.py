@@ -20,8 +20,12 @@ def test_metrics_count_a_models_requests_by_target_model_until_it_is_unloaded(
     server: Any, models_root: Path
 ) -> None:
     name = loaded(server, models_root, "scraped")
-    statuses = [invoke(server, name, b"[[1, 2, 3]]", **{
-        "X-Amzn-SageMaker-Target-Model": TARGET_MODEL}).status_code for _ in range(3)]
+    statuses = [
+        invoke(
+            server, name, b"[[1, 2, 3]]", **{"X-Amzn-SageMaker-Target-Model": TARGET_MODEL}
+        ).status_code
+        for _ in range(3)
+    ]
     statuses.append(invoke(server, name, b"[[1, 2", JSON).status_code)
 
     model = of_model(scrape(server.url), name)

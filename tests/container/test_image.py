@@ -76,8 +76,13 @@ def test_a_command_runs_and_its_exit_code_comes_back() -> None:
 
 
 def test_torch_and_java_versions_match_the_pins() -> None:
-    found = run_command(["python", "-c", "import torch, torchvision; "
-                         "print(torch.__version__, torchvision.__version__)"])
+    found = run_command(
+        [
+            "python",
+            "-c",
+            "import torch, torchvision; print(torch.__version__, torchvision.__version__)",
+        ]
+    )
     assert found.returncode == 0, found.stderr
     torch_version, vision_version = found.stdout.split()
     assert torch_version.split("+")[0] == "2.14.1"
@@ -103,8 +108,11 @@ def test_bind_to_port_is_honoured(started: list[ImageServer], tmp_path: Path) ->
     assert server.port != 8080
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
     assert f"port {server.port}" in server.log()
-    listening = {conn.laddr.port for conn in psutil.net_connections("tcp")
-                 if conn.status == psutil.CONN_LISTEN}
+    listening = {
+        conn.laddr.port
+        for conn in psutil.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN
+    }
     assert server.port in listening
     assert server.stop() == 0
 
@@ -128,8 +136,9 @@ def test_the_container_exits_when_the_server_dies(
 
 def test_a_failed_start_is_retried_a_bounded_number_of_times(tmp_path: Path) -> None:
     # With no Java where JAVA_HOME points, MMS exits before /ping ever answers.
-    server = ImageServer(tmp_path / "models",
-                         env={"JAVA_HOME": "/nonexistent", "MME_START_ATTEMPTS": "2"})
+    server = ImageServer(
+        tmp_path / "models", env={"JAVA_HOME": "/nonexistent", "MME_START_ATTEMPTS": "2"}
+    )
     code = server.launch().wait(timeout=180)
     assert code == 1, server.log()
     assert server.log().count("before it answered /ping") == 2
@@ -163,11 +172,18 @@ def test_the_image_also_serves_as_a_non_root_user(
     make_model_dir(root, "linear")
     _world_readable(root)
     server = _start(started, root, user=NON_ROOT_USER)
-    loaded = requests.post(f"{server.url}/models", timeout=TIMEOUT,
-                           json={"model_name": "linear", "url": server.model_url("linear")})
+    loaded = requests.post(
+        f"{server.url}/models",
+        timeout=TIMEOUT,
+        json={"model_name": "linear", "url": server.model_url("linear")},
+    )
     assert loaded.status_code == 200, loaded.text
-    answer = requests.post(f"{server.url}/models/linear/invoke", data=b"[[1, 2, 3]]",
-                           headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+    answer = requests.post(
+        f"{server.url}/models/linear/invoke",
+        data=b"[[1, 2, 3]]",
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json() == expected_linear([[1, 2, 3]])
     uids = {p.uids().real for p in server.descendants()}

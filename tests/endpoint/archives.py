@@ -38,8 +38,9 @@ def _add_link(tar: tarfile.TarFile, name: str, target: str, hard: bool = False) 
     tar.addfile(info)
 
 
-def hostile_archive(archive: Path, kind: str, escape_name: str = "escaped.txt",
-                    depth: int = 2) -> Path:
+def hostile_archive(
+    archive: Path, kind: str, escape_name: str = "escaped.txt", depth: int = 2
+) -> Path:
     """An archive that tries to write outside its folder (``depth`` levels up), or to make a
     device."""
     archive.parent.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,22 @@ def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
     cache = tmp_path / "cache"
     cache.mkdir()
     # unshare execs sh, which mounts the tmpfs and execs the endpoint: one process to stop.
-    wrapper = ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-               f'mount -t tmpfs -o size={DISK_MIB}m tmpfs "$0" && exec "$@"', str(cache))
-    server = Endpoint("disk-full", ["--model-data-url", str(models), "--cache-dir", str(cache),
-                                    "--max-loaded-models", "1"],
-                      tmp_path / "endpoint.log", wrapper)
+    wrapper = (
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        f'mount -t tmpfs -o size={DISK_MIB}m tmpfs "$0" && exec "$@"',
+        str(cache),
+    )
+    server = Endpoint(
+        "disk-full",
+        ["--model-data-url", str(models), "--cache-dir", str(cache), "--max-loaded-models", "1"],
+        tmp_path / "endpoint.log",
+        wrapper,
+    )
     server.start(base_env())
     try:
         yield server
@@ -57,8 +68,11 @@ def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
 
 def _invoke(endpoint: Endpoint, target: str) -> object:
     answer = endpoint.client(retries={"max_attempts": 1}).invoke_endpoint(
-        EndpointName=endpoint.name, TargetModel=target, ContentType="application/json",
-        Body=json.dumps(SCALED_INPUT).encode())
+        EndpointName=endpoint.name,
+        TargetModel=target,
+        ContentType="application/json",
+        Body=json.dumps(SCALED_INPUT).encode(),
+    )
     return json.loads(answer["Body"].read())
 
 
@@ -73,8 +87,7 @@ def _model_folders(endpoint: Endpoint) -> set[str]:
     return {p.name for p in _cache_view(endpoint).iterdir() if p.name != ".downloads"}
 
 
-def test_a_full_disk_removes_unused_models_then_refuses_what_cannot_fit(
-        endpoint: Endpoint) -> None:
+def test_a_full_disk_removes_unused_models_then_refuses_what_cannot_fit(endpoint: Endpoint) -> None:
     for target in ("a.tar.gz", "b.tar.gz"):
         assert _invoke(endpoint, target) == scaled_output(SCALES[target])
     assert len(_model_folders(endpoint)) == 2  # a (unloaded, on disk) and b (loaded)

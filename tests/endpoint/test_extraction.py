@@ -43,8 +43,9 @@ def test_links_inside_the_model_are_kept(tmp_path: Path) -> None:
     assert (target / "weights" / "latest.pt").read_bytes() == (source / "model.pt").read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink-out", "symlink-chain",
-                                  "hardlink-out", "device", "fifo"])
+@pytest.mark.parametrize(
+    "kind", ["dotdot", "absolute", "symlink-out", "symlink-chain", "hardlink-out", "device", "fifo"]
+)
 def test_hostile_archives_leave_nothing_behind(tmp_path: Path, kind: str) -> None:
     sandbox = tmp_path / "sandbox"  # everything the archive could reach with ../..
     target = sandbox / "cache" / "id" / "model"

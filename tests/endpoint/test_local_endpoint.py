@@ -36,8 +36,9 @@ MakeEndpoint = Callable[..., Endpoint]
 
 
 @pytest.fixture
-def make_endpoint(tmp_path: Path, archives: dict[str, Path],
-                  container: ContainerProcess) -> Iterator[MakeEndpoint]:
+def make_endpoint(
+    tmp_path: Path, archives: dict[str, Path], container: ContainerProcess
+) -> Iterator[MakeEndpoint]:
     """Start `mme endpoint` over a folder holding ``models``, fronting the shared container."""
     started: list[Endpoint] = []
 
@@ -48,10 +49,21 @@ def make_endpoint(tmp_path: Path, archives: dict[str, Path],
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(archives[name], folder / name)
         cache = tmp_path / "cache"
-        endpoint = Endpoint(NAME, ["--model-data-url", str(folder), "--cache-dir", str(cache),
-                                   "--container-url", container.url,
-                                   "--container-models-dir", str(cache), *options],
-                            tmp_path / "endpoint.log")
+        endpoint = Endpoint(
+            NAME,
+            [
+                "--model-data-url",
+                str(folder),
+                "--cache-dir",
+                str(cache),
+                "--container-url",
+                container.url,
+                "--container-models-dir",
+                str(cache),
+                *options,
+            ],
+            tmp_path / "endpoint.log",
+        )
         started.append(endpoint)
         endpoint.cache = cache  # type: ignore[attr-defined]
         return endpoint.start(base_env())  # type: ignore[return-value]
@@ -67,8 +79,12 @@ def make_endpoint(tmp_path: Path, archives: dict[str, Path],
 
 def _invoke(endpoint: Endpoint, target: str) -> Any:
     answer = endpoint.client().invoke_endpoint(
-        EndpointName=endpoint.name, TargetModel=target, ContentType="application/json",
-        Accept="application/json", Body=PAYLOAD)
+        EndpointName=endpoint.name,
+        TargetModel=target,
+        ContentType="application/json",
+        Accept="application/json",
+        Body=PAYLOAD,
+    )
     return json.loads(answer["Body"].read())
 
 
@@ -97,12 +113,12 @@ def test_local_folder_miss_then_hit(make_endpoint: MakeEndpoint) -> None:
 
 
 def test_a_model_the_container_lost_is_loaded_again(
-        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    make_endpoint: MakeEndpoint, container: ContainerProcess
+) -> None:
     endpoint = make_endpoint(["b.tar.gz"])
     _invoke(endpoint, "b.tar.gz")
     # The container forgets the model behind the endpoint's back (as after a restart).
-    lost = requests.delete(f"{container.url}/models/{_model_id(endpoint, 'b.tar.gz')}",
-                           timeout=130)
+    lost = requests.delete(f"{container.url}/models/{_model_id(endpoint, 'b.tar.gz')}", timeout=130)
     assert lost.status_code == 200
 
     assert _invoke(endpoint, "b.tar.gz") == scaled_output(SCALES["b.tar.gz"])
@@ -114,7 +130,8 @@ def test_a_model_the_container_lost_is_loaded_again(
 
 
 def test_max_loaded_models_evicts_the_least_recently_used(
-        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    make_endpoint: MakeEndpoint, container: ContainerProcess
+) -> None:
     endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1")
 
     for target in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
@@ -136,8 +153,9 @@ def test_max_loaded_models_evicts_the_least_recently_used(
 
 def test_the_disk_cache_is_bounded(make_endpoint: MakeEndpoint) -> None:
     # No disk budget: an unloaded model is deleted as soon as another archive arrives.
-    endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1",
-                             "--cache-max-mb", "0")
+    endpoint = make_endpoint(
+        ["a.tar.gz", "b.tar.gz", "c.tar.gz"], "--max-loaded-models", "1", "--cache-max-mb", "0"
+    )
     cache: Path = endpoint.cache  # type: ignore[attr-defined]
     for target in ("a.tar.gz", "b.tar.gz", "c.tar.gz"):
         _invoke(endpoint, target)
@@ -151,7 +169,8 @@ def test_the_disk_cache_is_bounded(make_endpoint: MakeEndpoint) -> None:
 
 
 def test_out_of_memory_unloads_the_least_recently_used_and_retries(
-        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    make_endpoint: MakeEndpoint, container: ContainerProcess
+) -> None:
     endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "oom-once.tar.gz"])
     _invoke(endpoint, "a.tar.gz")
     _invoke(endpoint, "b.tar.gz")
@@ -159,8 +178,10 @@ def test_out_of_memory_unloads_the_least_recently_used_and_retries(
     # Its first LOAD answers 507 (model_fn raises MemoryError): a goes, then the retry works.
     assert _invoke(endpoint, "oom-once.tar.gz") == scaled_output(SCALES["oom-once.tar.gz"])
 
-    assert _loaded(container, endpoint) == {_model_id(endpoint, "b.tar.gz"),
-                                            _model_id(endpoint, "oom-once.tar.gz")}
+    assert _loaded(container, endpoint) == {
+        _model_id(endpoint, "b.tar.gz"),
+        _model_id(endpoint, "oom-once.tar.gz"),
+    }
     assert "unloaded a.tar.gz" in endpoint.log()
     assert "unloaded b.tar.gz" not in endpoint.log()
     assert "unload_us=" in endpoint.call_lines("oom-once.tar.gz")[0]
@@ -170,13 +191,15 @@ def test_out_of_memory_unloads_the_least_recently_used_and_retries(
 
 
 def test_model_cache_disabled_unloads_and_deletes_after_each_call(
-        make_endpoint: MakeEndpoint, container: ContainerProcess) -> None:
+    make_endpoint: MakeEndpoint, container: ContainerProcess
+) -> None:
     endpoint = make_endpoint(["disabled.tar.gz"], "--model-cache-setting", "Disabled")
     cache: Path = endpoint.cache  # type: ignore[attr-defined]
 
     def gone() -> bool:
         return not _loaded(container, endpoint) and not any(
-            p.is_dir() and not p.name.startswith(".") for p in cache.iterdir())
+            p.is_dir() and not p.name.startswith(".") for p in cache.iterdir()
+        )
 
     for _ in range(2):
         assert _invoke(endpoint, "disabled.tar.gz") == scaled_output(SCALES["disabled.tar.gz"])
@@ -188,8 +211,7 @@ def test_model_cache_disabled_unloads_and_deletes_after_each_call(
     assert metrics["ModelCacheHit_sum"] == 0
 
 
-def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
-        make_endpoint: MakeEndpoint) -> None:
+def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(make_endpoint: MakeEndpoint) -> None:
     # slow.tar.gz sleeps 8 s in model_fn; calls wait 2 s for a load.
     endpoint = make_endpoint(["slow.tar.gz"], "--invocation-timeout", "2")
     client = endpoint.client()
@@ -198,14 +220,16 @@ def test_a_slow_load_gives_model_not_ready_and_goes_on_loading(
         _invoke(endpoint, "slow.tar.gz")
 
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
     def answer_once_loaded() -> Any:
         try:
             return _invoke(endpoint, "slow.tar.gz")
         except client.exceptions.ModelNotReadyException:
             return None
 
-    answer = settle(answer_once_loaded, lambda found: found is not None, timeout_s=180,
-                    interval_s=1)
+    answer = settle(
+        answer_once_loaded, lambda found: found is not None, timeout_s=180, interval_s=1
+    )
     assert answer == scaled_output(SCALES["slow.tar.gz"])
     metrics = endpoint.metrics()
     assert metrics["ModelLoadingTime_count"] == 1  # the retries joined the same load
@@ -228,7 +252,8 @@ BAD_TARGETS = {
 
 
 def test_bad_target_models_and_broken_archives_are_refused_cleanly(
-        make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path) -> None:
+    make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(archives["a.tar.gz"], tmp_path / "outside.tar.gz")
@@ -259,28 +284,57 @@ def test_bad_target_models_and_broken_archives_are_refused_cleanly(
 def resnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet_18.tar.gz as `mme package resnet_18` builds it (random weights: no internet)."""
     folder = tmp_path_factory.mktemp("resnet")
-    built = subprocess.run([sys.executable, "-m", "mme.cli", "package", "resnet_18", "-o",
-                            str(folder)], env=base_env(), capture_output=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "-m", "mme.cli", "package", "resnet_18", "-o", str(folder)],
+        env=base_env(),
+        capture_output=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout.decode() + built.stderr.decode()
     assert (folder / "resnet_18.tar.gz").is_file()
     return folder
 
 
 def test_resnet_18_answers_the_top_5_through_boto3(
-        resnet_folder: Path, tmp_path: Path, container: ContainerProcess) -> None:
+    resnet_folder: Path, tmp_path: Path, container: ContainerProcess
+) -> None:
     cache = tmp_path / "cache"
-    endpoint = Endpoint(NAME, ["--model-data-url", str(resnet_folder), "--cache-dir",
-                               str(cache), "--container-url", container.url,
-                               "--container-models-dir", str(cache)], tmp_path / "ep.log")
+    endpoint = Endpoint(
+        NAME,
+        [
+            "--model-data-url",
+            str(resnet_folder),
+            "--cache-dir",
+            str(cache),
+            "--container-url",
+            container.url,
+            "--container-models-dir",
+            str(cache),
+        ],
+        tmp_path / "ep.log",
+    )
     endpoint.start(base_env())
     try:
         client = endpoint.client()
-        answers = [json.loads(client.invoke_endpoint(
-            EndpointName=NAME, TargetModel="resnet_18.tar.gz", ContentType="application/x-image",
-            Accept="application/json", Body=jpeg_bytes())["Body"].read()) for _ in range(2)]
+        answers = [
+            json.loads(
+                client.invoke_endpoint(
+                    EndpointName=NAME,
+                    TargetModel="resnet_18.tar.gz",
+                    ContentType="application/x-image",
+                    Accept="application/json",
+                    Body=jpeg_bytes(),
+                )["Body"].read()
+            )
+            for _ in range(2)
+        ]
         with pytest.raises(client.exceptions.ModelError) as not_an_image:
-            client.invoke_endpoint(EndpointName=NAME, TargetModel="resnet_18.tar.gz",
-                                   ContentType="image/jpeg", Body=b"not an image")
+            client.invoke_endpoint(
+                EndpointName=NAME,
+                TargetModel="resnet_18.tar.gz",
+                ContentType="image/jpeg",
+                Body=b"not an image",
+            )
     finally:
         code = endpoint.stop()
         container.unload_under(cache)
@@ -309,8 +363,10 @@ def _segments_of_answers(url: str, requests_: list[bytes]) -> list[tuple[int, in
     """Send each request on one kept-alive connection: (status, data segments of its answer)."""
     host, port = url.removeprefix("http://").split(":")
     seen = []
-    with socket.create_connection((host, int(port)), timeout=120) as sock, \
-            sock.makefile("rb") as answers:
+    with (
+        socket.create_connection((host, int(port)), timeout=120) as sock,
+        sock.makefile("rb") as answers,
+    ):
         for request in requests_:
             before = _data_segments_in(sock)
             sock.sendall(request)
@@ -325,20 +381,30 @@ def _segments_of_answers(url: str, requests_: list[bytes]) -> list[tuple[int, in
 
 
 def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
-        make_endpoint: MakeEndpoint) -> None:
+    make_endpoint: MakeEndpoint,
+) -> None:
     # An answer written in two parts (headers, then body) waits for the client's delayed
     # ACK of the first, up to 40 ms per call with Nagle's algorithm: one segment cannot.
     endpoint = make_endpoint(["a.tar.gz", "predict-fails.tar.gz"])
 
     def invocation(target: str) -> bytes:
-        return (f"POST /endpoints/{NAME}/invocations HTTP/1.1\r\nHost: x\r\n"
-                f"Content-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: {target}\r\n"
-                f"Content-Length: {len(PAYLOAD)}\r\n\r\n").encode() + PAYLOAD
+        return (
+            f"POST /endpoints/{NAME}/invocations HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nX-Amzn-SageMaker-Target-Model: {target}\r\n"
+            f"Content-Length: {len(PAYLOAD)}\r\n\r\n"
+        ).encode() + PAYLOAD
 
-    seen = _segments_of_answers(endpoint.url, [
-        invocation("a.tar.gz"), invocation("a.tar.gz"), invocation("a.tar.gz"),
-        invocation("predict-fails.tar.gz"), b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"])
+    seen = _segments_of_answers(
+        endpoint.url,
+        [
+            invocation("a.tar.gz"),
+            invocation("a.tar.gz"),
+            invocation("a.tar.gz"),
+            invocation("predict-fails.tar.gz"),
+            b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
+        ],
+    )
 
     assert seen == [(200, 1), (200, 1), (200, 1), (424, 1), (404, 1), (200, 1)]
     metrics = endpoint.metrics()
@@ -347,7 +413,8 @@ def test_answers_leave_in_one_segment_on_a_kept_alive_connection(
 
 
 def test_a_model_whose_load_failed_is_fetched_again(
-        make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path) -> None:
+    make_endpoint: MakeEndpoint, archives: dict[str, Path], tmp_path: Path
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(archives["load-fails.tar.gz"], models / "m.tar.gz")
@@ -371,21 +438,41 @@ def test_a_model_whose_load_failed_is_fetched_again(
 
 
 def test_mme_invoke_needs_no_credentials_nor_region_against_the_local_endpoint(
-        make_endpoint: MakeEndpoint, tmp_path: Path) -> None:
+    make_endpoint: MakeEndpoint, tmp_path: Path
+) -> None:
     endpoint = make_endpoint(["a.tar.gz"])
     body = tmp_path / "body.json"
     body.write_bytes(PAYLOAD)
     nowhere = str(tmp_path / "no-aws-config")
-    env = {**{k: v for k, v in base_env().items() if not k.startswith("AWS_")},
-           "HOME": str(tmp_path), "AWS_CONFIG_FILE": nowhere,
-           "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-           "AWS_EC2_METADATA_DISABLED": "true"}  # never ask 169.254.169.254 for credentials
+    env = {
+        **{k: v for k, v in base_env().items() if not k.startswith("AWS_")},
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": nowhere,
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }  # never ask 169.254.169.254 for credentials
 
     result = subprocess.run(
-        [sys.executable, "-m", "mme.cli", "invoke", NAME, "--endpoint-url", endpoint.url,
-         "--target-model", "a.tar.gz",
-         "--content-type", "application/json", "--body", str(body)],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "mme.cli",
+            "invoke",
+            NAME,
+            "--endpoint-url",
+            endpoint.url,
+            "--target-model",
+            "a.tar.gz",
+            "--content-type",
+            "application/json",
+            "--body",
+            str(body),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == scaled_output(SCALES["a.tar.gz"])

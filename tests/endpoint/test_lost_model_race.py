@@ -67,11 +67,18 @@ class _Handler(JSONHandler):
         if status == 200:
             self.answer(200, {"answer": 42})
         elif status == 404:
-            self.answer(404, {"code": 404, "type": "ModelNotFoundException",
-                               "message": "Model not found"})
+            self.answer(
+                404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found"}
+            )
         else:
-            self.answer(503, {"code": 503, "type": "ServiceUnavailableException",
-                               "message": "No worker is available to serve request"})
+            self.answer(
+                503,
+                {
+                    "code": 503,
+                    "type": "ServiceUnavailableException",
+                    "message": "No worker is available to serve request",
+                },
+            )
 
     def do_DELETE(self) -> None:
         self.answer(200, {"status": "Model unregistered"})
@@ -84,16 +91,27 @@ def container() -> Iterator[ForgetfulContainer]:
 
 
 @pytest.fixture
-def endpoint(tmp_path: Path, archives: dict[str, Path],
-             container: ForgetfulContainer) -> Iterator[Endpoint]:
+def endpoint(
+    tmp_path: Path, archives: dict[str, Path], container: ForgetfulContainer
+) -> Iterator[Endpoint]:
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / "a.tar.gz").write_bytes(archives["a.tar.gz"].read_bytes())
     cache = tmp_path / "cache"
-    server = Endpoint("race", ["--model-data-url", str(folder), "--cache-dir", str(cache),
-                               "--container-url", container.url,
-                               "--container-models-dir", str(cache)],
-                      tmp_path / "endpoint.log")
+    server = Endpoint(
+        "race",
+        [
+            "--model-data-url",
+            str(folder),
+            "--cache-dir",
+            str(cache),
+            "--container-url",
+            container.url,
+            "--container-models-dir",
+            str(cache),
+        ],
+        tmp_path / "endpoint.log",
+    )
     server.start(base_env())
     try:
         yield server
@@ -103,13 +121,17 @@ def endpoint(tmp_path: Path, archives: dict[str, Path],
 
 def invoke(endpoint: Endpoint) -> Any:
     answer = endpoint.client(retries={"max_attempts": 1}).invoke_endpoint(
-        EndpointName=endpoint.name, TargetModel="a.tar.gz", ContentType="application/json",
-        Body=b"[[1.0]]")
+        EndpointName=endpoint.name,
+        TargetModel="a.tar.gz",
+        ContentType="application/json",
+        Body=b"[[1.0]]",
+    )
     return json.loads(answer["Body"].read())
 
 
 def test_a_call_that_meets_the_reload_of_a_lost_model_waits_for_it(
-    endpoint: Endpoint, container: ForgetfulContainer,
+    endpoint: Endpoint,
+    container: ForgetfulContainer,
 ) -> None:
     assert invoke(endpoint) == {"answer": 42}
     container.lost.set()

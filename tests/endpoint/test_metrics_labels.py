@@ -18,7 +18,8 @@ pytestmark = pytest.mark.server
 
 
 def test_each_model_has_its_series_labelled_as_in_the_container(
-    make_endpoint: MakeEndpoint, container: ContainerProcess  # noqa: F811
+    make_endpoint: MakeEndpoint,  # noqa: F811
+    container: ContainerProcess,
 ) -> None:
     endpoint = make_endpoint(["a.tar.gz", "b.tar.gz", "predict-fails.tar.gz"])
     for target in ("a.tar.gz", "a.tar.gz", "b.tar.gz"):
@@ -26,8 +27,10 @@ def test_each_model_has_its_series_labelled_as_in_the_container(
     for target in ("predict-fails.tar.gz", "missing.tar.gz"):
         with pytest.raises(ClientError):
             _invoke(endpoint, target)
-    ids = {target: _model_id(endpoint, target)
-           for target in ("a.tar.gz", "b.tar.gz", "predict-fails.tar.gz")}
+    ids = {
+        target: _model_id(endpoint, target)
+        for target in ("a.tar.gz", "b.tar.gz", "predict-fails.tar.gz")
+    }
 
     samples = scrape(endpoint.url)
     container_samples = scrape(container.url)

@@ -52,9 +52,20 @@ def s3_url(archives: dict[str, Path]) -> Iterator[str]:
 def endpoint(s3_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     """`mme endpoint` starting its own container, reading s3://BUCKET/PREFIX from moto."""
     work = tmp_path_factory.mktemp("s3-endpoint")
-    server = Endpoint(NAME, ["--model-data-url", f"s3://{BUCKET}/{PREFIX}",
-                             "--s3-endpoint-url", s3_url, "--cache-dir", str(work / "cache"),
-                             "--max-model-mb", "8"], work / "endpoint.log")
+    server = Endpoint(
+        NAME,
+        [
+            "--model-data-url",
+            f"s3://{BUCKET}/{PREFIX}",
+            "--s3-endpoint-url",
+            s3_url,
+            "--cache-dir",
+            str(work / "cache"),
+            "--max-model-mb",
+            "8",
+        ],
+        work / "endpoint.log",
+    )
     server.start(base_env())
     try:
         yield server
@@ -63,10 +74,14 @@ def endpoint(s3_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         assert code == 0, server.log()[-3000:]
 
 
-def _invoke(endpoint: Endpoint, target: str | None, body: bytes = PAYLOAD,
-            **extra: Any) -> Any:
-    arguments = {"EndpointName": endpoint.name, "ContentType": "application/json",
-                 "Accept": "application/json", "Body": body, **extra}
+def _invoke(endpoint: Endpoint, target: str | None, body: bytes = PAYLOAD, **extra: Any) -> Any:
+    arguments = {
+        "EndpointName": endpoint.name,
+        "ContentType": "application/json",
+        "Accept": "application/json",
+        "Body": body,
+        **extra,
+    }
     if target is not None:
         arguments["TargetModel"] = target
     return endpoint.client().invoke_endpoint(**arguments)
@@ -103,13 +118,22 @@ def test_first_call_misses_second_hits_with_the_same_answer(endpoint: Endpoint) 
 
 
 def test_headers_reach_the_model_and_nested_target_models_work(endpoint: Endpoint) -> None:
-    answer = _invoke(endpoint, "sub/dir/echo.tar.gz", CustomAttributes="trace=1;user=x",
-                     InferenceId="inference-42")
+    answer = _invoke(
+        endpoint,
+        "sub/dir/echo.tar.gz",
+        CustomAttributes="trace=1;user=x",
+        InferenceId="inference-42",
+    )
 
     seen = json.loads(answer["Body"].read())
-    assert seen == {"y": scaled_output(19.0), "content_type": "application/json",
-                    "accept": "application/json", "custom-attributes": "trace=1;user=x",
-                    "target-model": "sub/dir/echo.tar.gz", "inference-id": "inference-42"}
+    assert seen == {
+        "y": scaled_output(19.0),
+        "content_type": "application/json",
+        "accept": "application/json",
+        "custom-attributes": "trace=1;user=x",
+        "target-model": "sub/dir/echo.tar.gz",
+        "inference-id": "inference-42",
+    }
 
 
 def test_concurrent_first_calls_download_and_load_once(endpoint: Endpoint) -> None:
@@ -121,9 +145,12 @@ def test_concurrent_first_calls_download_and_load_once(endpoint: Endpoint) -> No
     def call() -> None:
         client = endpoint.client()  # one client per thread, as boto3 asks
         barrier.wait(timeout=30)
-        answer = client.invoke_endpoint(EndpointName=endpoint.name, Body=PAYLOAD,
-                                        TargetModel="concurrent.tar.gz",
-                                        ContentType="application/json")
+        answer = client.invoke_endpoint(
+            EndpointName=endpoint.name,
+            Body=PAYLOAD,
+            TargetModel="concurrent.tar.gz",
+            ContentType="application/json",
+        )
         answers.append(json.loads(answer["Body"].read()))
 
     threads = [threading.Thread(target=call) for _ in range(callers)]
@@ -137,8 +164,11 @@ def test_concurrent_first_calls_download_and_load_once(endpoint: Endpoint) -> No
     assert after["ModelDownloadingTime_count"] - before["ModelDownloadingTime_count"] == 1
     assert after["ModelLoadingTime_count"] - before["ModelLoadingTime_count"] == 1
     assert after["ModelCacheHit_count"] - before["ModelCacheHit_count"] == callers
-    fetched = [line for line in endpoint.log().splitlines()
-               if "fetched s3://" in line and "concurrent.tar.gz" in line]
+    fetched = [
+        line
+        for line in endpoint.log().splitlines()
+        if "fetched s3://" in line and "concurrent.tar.gz" in line
+    ]
     assert len(fetched) == 1
     assert len(endpoint.call_lines("concurrent.tar.gz")) == callers
 
@@ -163,9 +193,12 @@ def test_a_failing_model_raises_model_error_with_the_original_status(endpoint: E
 
 def _raw_error(endpoint: Endpoint, target: str, body: bytes) -> tuple[str, dict[str, Any]]:
     """The error type header and JSON body, as they are on the wire."""
-    answer = requests.post(f"{endpoint.url}/endpoints/{endpoint.name}/invocations", data=body,
-                           timeout=120, headers={"Content-Type": "application/json",
-                                                 "X-Amzn-SageMaker-Target-Model": target})
+    answer = requests.post(
+        f"{endpoint.url}/endpoints/{endpoint.name}/invocations",
+        data=body,
+        timeout=120,
+        headers={"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": target},
+    )
     assert answer.headers["x-amzn-RequestId"]
     return answer.headers["x-amzn-ErrorType"], answer.json()
 
@@ -191,16 +224,19 @@ def test_a_model_that_cannot_load_is_a_model_error(endpoint: Endpoint) -> None:
     assert body["ErrorCode"] == "INTERNAL_FAILURE_FROM_MODEL"
 
 
-@pytest.mark.parametrize(("target", "endpoint_name", "words"), [
-    ("missing.tar.gz", NAME, f"s3://{BUCKET}/{PREFIX}missing.tar.gz"),
-    (None, NAME, "missing a target model header"),
-    ("a.tar.gz", "some-other-endpoint", "Endpoint some-other-endpoint"),
-])
-def test_validation_errors(endpoint: Endpoint, target: str | None, endpoint_name: str,
-                           words: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "endpoint_name", "words"),
+    [
+        ("missing.tar.gz", NAME, f"s3://{BUCKET}/{PREFIX}missing.tar.gz"),
+        (None, NAME, "missing a target model header"),
+        ("a.tar.gz", "some-other-endpoint", "Endpoint some-other-endpoint"),
+    ],
+)
+def test_validation_errors(
+    endpoint: Endpoint, target: str | None, endpoint_name: str, words: str
+) -> None:
     client = endpoint.client()
-    arguments = {"EndpointName": endpoint_name, "Body": PAYLOAD,
-                 "ContentType": "application/json"}
+    arguments = {"EndpointName": endpoint_name, "Body": PAYLOAD, "ContentType": "application/json"}
     if target is not None:
         arguments["TargetModel"] = target
 
@@ -216,24 +252,35 @@ def test_a_7_mb_body_gets_413_and_the_connection_still_works(endpoint: Endpoint)
     body = b"[" + b"0," * (7 * 1024 * 1024 // 2) + b"0]"
 
     with pytest.raises(ClientError) as caught:
-        client.invoke_endpoint(EndpointName=endpoint.name, TargetModel="a.tar.gz",
-                               ContentType="application/json", Body=body)
+        client.invoke_endpoint(
+            EndpointName=endpoint.name,
+            TargetModel="a.tar.gz",
+            ContentType="application/json",
+            Body=body,
+        )
 
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
     assert caught.value.response["Error"]["Code"] == "413"
-    answer = client.invoke_endpoint(EndpointName=endpoint.name, TargetModel="a.tar.gz",
-                                    ContentType="application/json", Body=PAYLOAD)
+    answer = client.invoke_endpoint(
+        EndpointName=endpoint.name,
+        TargetModel="a.tar.gz",
+        ContentType="application/json",
+        Body=PAYLOAD,
+    )
     assert json.loads(answer["Body"].read()) == scaled_output(SCALES["a.tar.gz"])
 
 
-@pytest.mark.parametrize(("target", "words"), [
-    ("slip.tar.gz", "contains '..'"),
-    ("link-slip.tar.gz", "points outside"),
-    ("bomb.tar.gz", "expands to more than"),
-])
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        ("slip.tar.gz", "contains '..'"),
+        ("link-slip.tar.gz", "points outside"),
+        ("bomb.tar.gz", "expands to more than"),
+    ],
+)
 def test_hostile_archives_are_refused_and_nothing_is_written(
-        endpoint: Endpoint, tmp_path_factory: pytest.TempPathFactory, target: str,
-        words: str) -> None:
+    endpoint: Endpoint, tmp_path_factory: pytest.TempPathFactory, target: str, words: str
+) -> None:
     client = endpoint.client()
     cache = Path(endpoint.args[endpoint.args.index("--cache-dir") + 1])
 
@@ -243,16 +290,22 @@ def test_hostile_archives_are_refused_and_nothing_is_written(
     assert words in caught.value.response["Error"]["Message"]
     base = tmp_path_factory.getbasetemp()
     assert not list(base.rglob("escaped-by-*"))
-    leftovers = [p.name for p in cache.iterdir() if p.name.startswith(".") and p.is_dir()
-                 and any(p.iterdir())]
+    leftovers = [
+        p.name
+        for p in cache.iterdir()
+        if p.name.startswith(".") and p.is_dir() and any(p.iterdir())
+    ]
     assert leftovers == []  # no staging folder, no download left
     assert sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) < 8 * 1024 * 1024
 
 
 def test_sdk_local_mode_route_ping_and_metrics(endpoint: Endpoint) -> None:
-    answer = requests.post(f"{endpoint.url}/invocations", data=PAYLOAD, timeout=120,
-                           headers={"Content-Type": "application/json",
-                                    "X-Amzn-SageMaker-Target-Model": "a.tar.gz"})
+    answer = requests.post(
+        f"{endpoint.url}/invocations",
+        data=PAYLOAD,
+        timeout=120,
+        headers={"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": "a.tar.gz"},
+    )
     assert answer.status_code == 200
     assert answer.json() == scaled_output(SCALES["a.tar.gz"])
     assert answer.headers["x-Amzn-Invoked-Production-Variant"] == "AllTraffic"

@@ -31,8 +31,11 @@ SLEEPY = """
 
 def sleeping(model_dirs: Iterable[Path]) -> list[int]:
     """The pids of the workers in a request of these SLEEPY models now."""
-    return sorted(int(marker.name.split("-")[1])
-                  for model_dir in model_dirs for marker in model_dir.glob("sleeping-*"))
+    return sorted(
+        int(marker.name.split("-")[1])
+        for model_dir in model_dirs
+        for marker in model_dir.glob("sleeping-*")
+    )
 
 
 @contextmanager

@@ -35,15 +35,26 @@ ECHO = """
     def transform_fn(model, data, content_type, accept):
         return json.dumps({"length": len(data), "type": content_type}), "application/json"
 """
-KNOWN_TYPES = ["application/json", "text/csv", "application/x-npy", "text/plain",
-               "application/x-image", "multipart/form-data; boundary=x",
-               "application/x-www-form-urlencoded", "application/json; charset=utf-8",
-               "*/*", ""]
+KNOWN_TYPES = [
+    "application/json",
+    "text/csv",
+    "application/x-npy",
+    "text/plain",
+    "application/x-image",
+    "multipart/form-data; boundary=x",
+    "application/x-www-form-urlencoded",
+    "application/json; charset=utf-8",
+    "*/*",
+    "",
+]
 
 # Few examples (two shared cores), each bounded by a deadline well above a normal answer.
-FEW = settings(max_examples=25, deadline=timedelta(seconds=30), database=None,
-               suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                      HealthCheck.too_slow])
+FEW = settings(
+    max_examples=25,
+    deadline=timedelta(seconds=30),
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 # Every LOAD starts processes: fewer still.
 FEWER = settings(FEW, max_examples=12)
 
@@ -56,8 +67,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
     make_model_dir(root, "linear")
     with running_server(root, 30) as instance:
         for name in ("echo", "linear"):
-            answer = requests.post(f"{instance.url}/models", timeout=TIMEOUT,
-                                   json={"model_name": name, "url": instance.model_url(name)})
+            answer = requests.post(
+                f"{instance.url}/models",
+                timeout=TIMEOUT,
+                json={"model_name": name, "url": instance.model_url(name)},
+            )
             assert answer.status_code == 200, answer.text
         yield instance
 
@@ -69,8 +83,10 @@ def header_values(max_size: int = 200) -> st.SearchStrategy[bytes]:
 
 
 content_types = st.one_of(st.sampled_from(KNOWN_TYPES), header_values(80))
-bodies = st.one_of(st.binary(max_size=4096),
-                   st.text(max_size=1024).map(lambda t: t.encode("utf-8", "surrogatepass")))
+bodies = st.one_of(
+    st.binary(max_size=4096),
+    st.text(max_size=1024).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
 
 
 def assert_clean_error(answer: requests.Response) -> None:
@@ -103,21 +119,32 @@ def test_any_body_and_content_type_to_a_model_that_never_raises_is_never_5xx(
 
 def json_like(data: st.DataObject) -> bytes:
     """Valid JSON (often arrays of numbers), then maybe cut short or with a byte changed."""
-    numbers = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, width=32))
+    numbers = st.one_of(st.integers(-(10**6), 10**6), st.floats(allow_nan=False, width=32))
     rows = st.lists(st.lists(numbers, min_size=0, max_size=4), max_size=3)
-    value = data.draw(st.one_of(rows, st.recursive(
-        st.none() | st.booleans() | numbers | st.text(max_size=8),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                     max_size=3),
-        max_leaves=8)))
+    value = data.draw(
+        st.one_of(
+            rows,
+            st.recursive(
+                st.none() | st.booleans() | numbers | st.text(max_size=8),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+                ),
+                max_leaves=8,
+            ),
+        )
+    )
     text = json.dumps(value).encode()
     cut = data.draw(st.integers(0, len(text)))
     mutation = data.draw(st.sampled_from(["none", "truncate", "replace"]))
     if mutation == "truncate":
         return text[:cut]
     if mutation == "replace" and text:
-        return text[:cut] + data.draw(st.sampled_from(list(b"[]{},:\"\\x\xff"))).to_bytes(
-            1, "big") + text[cut + 1:]
+        return (
+            text[:cut]
+            + data.draw(st.sampled_from(list(b'[]{},:"\\x\xff'))).to_bytes(1, "big")
+            + text[cut + 1 :]
+        )
     return text
 
 
@@ -150,8 +177,9 @@ def test_huge_and_many_headers_are_refused_cleanly(
     server: NativeServer, size: int, count: int
 ) -> None:
     headers = {f"X-Filler-{i}": "v" * (size // count) for i in range(count)}
-    answer = post(server, "/models/echo/invoke", b"{}",
-                  {"Content-Type": "application/json", **headers})
+    answer = post(
+        server, "/models/echo/invoke", b"{}", {"Content-Type": "application/json", **headers}
+    )
     assert answer.status_code in (200, 400, 413, 431), answer.text
     assert_healthy(server)
 
@@ -160,14 +188,19 @@ def test_huge_and_many_headers_are_refused_cleanly(
 # bookkeeping (NUL, control characters, lone surrogates, which a client can only send
 # escaped in JSON): the gateway refuses it with 400 before MMS sees it.
 def refused(name: str) -> bool:
-    return (not name or "/" in name or name in (".", "..")
-            or any(unicodedata.category(char) in ("Cc", "Cs") for char in name))
+    return (
+        not name
+        or "/" in name
+        or name in (".", "..")
+        or any(unicodedata.category(char) in ("Cc", "Cs") for char in name)
+    )
 
 
 names = st.one_of(
     st.text(max_size=300),
-    st.sampled_from(["../x", "..", ".", "a/b", "a b", "é名", "x" * 1000, "%2e%2e", "a?b#c",
-                     "nul\x00", "\ud800"]),
+    st.sampled_from(
+        ["../x", "..", ".", "a/b", "a b", "é名", "x" * 1000, "%2e%2e", "a?b#c", "nul\x00", "\ud800"]
+    ),
     st.text(string.ascii_letters + "./ ", max_size=12),
 )
 
@@ -182,8 +215,11 @@ names = st.one_of(
 @example(name="\x00").via("NUL")
 @example(name="\udc80").via("a lone surrogate")
 def test_odd_model_names_load_and_unload_or_are_refused(server: NativeServer, name: str) -> None:
-    answer = requests.post(f"{server.url}/models", timeout=TIMEOUT,
-                           json={"model_name": name, "url": server.model_url("echo")})
+    answer = requests.post(
+        f"{server.url}/models",
+        timeout=TIMEOUT,
+        json={"model_name": name, "url": server.model_url("echo")},
+    )
     if refused(name):
         assert answer.status_code == 400, answer.text
         assert_clean_error(answer)
@@ -192,8 +228,9 @@ def test_odd_model_names_load_and_unload_or_are_refused(server: NativeServer, na
     else:
         assert answer.status_code == 200, answer.text
         quoted = quote(name, safe="")
-        invoked = post(server, f"/models/{quoted}/invoke", b"{}",
-                       {"Content-Type": "application/json"})
+        invoked = post(
+            server, f"/models/{quoted}/invoke", b"{}", {"Content-Type": "application/json"}
+        )
         assert invoked.status_code == 200, invoked.text
         assert requests.delete(f"{server.url}/models/{quoted}", timeout=TIMEOUT).status_code == 200
     # Nothing is left registered, at once: not even for the moment MMS used to take.
@@ -210,18 +247,29 @@ def json_object(body: bytes) -> dict[str, Any] | None:
 
 
 @FEW
-@given(body=st.one_of(st.binary(max_size=512), st.text(max_size=200).map(str.encode),
-                      st.dictionaries(st.sampled_from(["model_name", "url", "x"]),
-                                      st.one_of(st.none(), st.integers(), st.text(max_size=20)),
-                                      max_size=3).map(lambda d: json.dumps(d).encode())))
+@given(
+    body=st.one_of(
+        st.binary(max_size=512),
+        st.text(max_size=200).map(str.encode),
+        st.dictionaries(
+            st.sampled_from(["model_name", "url", "x"]),
+            st.one_of(st.none(), st.integers(), st.text(max_size=20)),
+            max_size=3,
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
 def test_bad_load_bodies_register_nothing(server: NativeServer, body: bytes) -> None:
     before = set(listed(server))
     answer = post(server, "/models", body, {"Content-Type": "application/json"})
     request = json_object(body)
     name = request.get("model_name") if request else None
     url = request.get("url") if request else None
-    if not isinstance(name, str) or not isinstance(url, str) or not os.path.isabs(url) \
-            or refused(name):
+    if (
+        not isinstance(name, str)
+        or not isinstance(url, str)
+        or not os.path.isabs(url)
+        or refused(name)
+    ):
         assert answer.status_code == 400, answer.text  # the gateway says what is wrong
     elif answer.status_code >= 500:
         # A folder that holds no model: the default model_fn fails ("Failed to start

@@ -35,9 +35,12 @@ def model_fn(model_dir):
 def transform_fn(model, data, content_type, accept):
     return json.dumps({"length": len(data)}), "application/json"
 """
-FEW = settings(max_examples=25, deadline=timedelta(seconds=30), database=None,
-               suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                      HealthCheck.too_slow])
+FEW = settings(
+    max_examples=25,
+    deadline=timedelta(seconds=30),
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,20 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     (root / "outside.tar.gz").write_bytes((root / "models" / TARGET).read_bytes())
     cache = root / "cache"
     container = ContainerProcess(root / "serve.log").start_serving()
-    server = Endpoint(NAME, ["--model-data-url", str(root / "models"), "--cache-dir", str(cache),
-                             "--container-url", container.url, "--container-models-dir",
-                             str(cache)], root / "endpoint.log")
+    server = Endpoint(
+        NAME,
+        [
+            "--model-data-url",
+            str(root / "models"),
+            "--cache-dir",
+            str(cache),
+            "--container-url",
+            container.url,
+            "--container-models-dir",
+            str(cache),
+        ],
+        root / "endpoint.log",
+    )
     try:
         server.start(base_env())
         yield server
@@ -60,8 +74,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
         container.stop()
 
 
-def _invoke(endpoint: Endpoint, path: str, headers: dict[str, bytes | str],
-            body: bytes) -> requests.Response:
+def _invoke(
+    endpoint: Endpoint, path: str, headers: dict[str, bytes | str], body: bytes
+) -> requests.Response:
     return requests.post(f"{endpoint.url}{path}", data=body, headers=headers, timeout=TIMEOUT_S)
 
 
@@ -75,8 +90,12 @@ def _assert_answered_cleanly(answer: requests.Response) -> None:
 
 def _assert_still_serving(endpoint: Endpoint) -> None:
     assert requests.get(f"{endpoint.url}/ping", timeout=TIMEOUT_S).status_code == 200
-    answer = _invoke(endpoint, f"/endpoints/{NAME}/invocations",
-                     {"X-Amzn-SageMaker-Target-Model": TARGET}, b"[1]")
+    answer = _invoke(
+        endpoint,
+        f"/endpoints/{NAME}/invocations",
+        {"X-Amzn-SageMaker-Target-Model": TARGET},
+        b"[1]",
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"length": 3}
 
@@ -84,9 +103,13 @@ def _assert_still_serving(endpoint: Endpoint) -> None:
 target_models = st.one_of(
     # What a header can carry: no control characters, no surrounding whitespace.
     st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=300)
-    .map(str.strip).filter(bool),
-    st.lists(st.sampled_from(["..", ".", "", "echo.tar.gz", "sub", "%2e%2e", "\\"]),
-             min_size=1, max_size=8).map("/".join),
+    .map(str.strip)
+    .filter(bool),
+    st.lists(
+        st.sampled_from(["..", ".", "", "echo.tar.gz", "sub", "%2e%2e", "\\"]),
+        min_size=1,
+        max_size=8,
+    ).map("/".join),
 )
 
 
@@ -110,8 +133,10 @@ def _undecodable(body: bytes, content_type: bytes | str) -> bool:
 def test_any_target_model_is_served_or_refused_with_a_4xx(
     endpoint: Endpoint, target: str, body: bytes, content_type: bytes
 ) -> None:
-    headers = {"X-Amzn-SageMaker-Target-Model": target.encode("utf-8"),
-               "Content-Type": content_type}
+    headers = {
+        "X-Amzn-SageMaker-Target-Model": target.encode("utf-8"),
+        "Content-Type": content_type,
+    }
 
     answer = _invoke(endpoint, f"/endpoints/{NAME}/invocations", headers, body)
 
@@ -130,9 +155,11 @@ def test_any_target_model_is_served_or_refused_with_a_4xx(
 
 
 @FEW
-@given(name=st.text(min_size=1, max_size=120), method=st.sampled_from(["POST", "GET", "PUT",
-                                                                       "DELETE", "PATCH"]),
-       suffix=st.sampled_from(["/invocations", "", "/invocations/x", "/../ping"]))
+@given(
+    name=st.text(min_size=1, max_size=120),
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
+    suffix=st.sampled_from(["/invocations", "", "/invocations/x", "/../ping"]),
+)
 @example(name=NAME, method="GET", suffix="/invocations")
 @example(name="a" * 64, method="POST", suffix="/invocations")
 def test_odd_endpoint_names_methods_and_paths_are_4xx(
@@ -140,8 +167,13 @@ def test_odd_endpoint_names_methods_and_paths_are_4xx(
 ) -> None:
     url = f"{endpoint.url}/endpoints/{quote(name, safe='')}{suffix}"
 
-    answer = requests.request(method, url, data=b"[1]", timeout=TIMEOUT_S,
-                              headers={"X-Amzn-SageMaker-Target-Model": TARGET})
+    answer = requests.request(
+        method,
+        url,
+        data=b"[1]",
+        timeout=TIMEOUT_S,
+        headers={"X-Amzn-SageMaker-Target-Model": TARGET},
+    )
 
     _assert_answered_cleanly(answer)
     assert answer.status_code in (400, 404), (answer.status_code, answer.text[:200])
@@ -149,15 +181,20 @@ def test_odd_endpoint_names_methods_and_paths_are_4xx(
 
 
 @FEW
-@given(attributes=header_values(max_size=4000), accept=header_values(max_size=200),
-       repeat=st.integers(min_value=1, max_value=40))
+@given(
+    attributes=header_values(max_size=4000),
+    accept=header_values(max_size=200),
+    repeat=st.integers(min_value=1, max_value=40),
+)
 def test_huge_and_unicode_headers_reach_the_model_or_are_refused(
     endpoint: Endpoint, attributes: bytes, accept: bytes, repeat: int
 ) -> None:
     headers: dict[str, bytes | str] = {
-        "X-Amzn-SageMaker-Target-Model": TARGET, "Accept": accept,
+        "X-Amzn-SageMaker-Target-Model": TARGET,
+        "Accept": accept,
         "X-Amzn-SageMaker-Custom-Attributes": attributes * repeat,
-        "Content-Type": "application/json"}
+        "Content-Type": "application/json",
+    }
 
     answer = _invoke(endpoint, f"/endpoints/{NAME}/invocations", headers, b"[1, 2]")
 

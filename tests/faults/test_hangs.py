@@ -39,8 +39,9 @@ def test_a_model_fn_that_hangs_fails_the_load_and_leaves_no_process(
     server: NativeServer,
 ) -> None:
     loaded_model(server, "calm")
-    stuck = make_model_dir(server.models_root, "stuck", {"inference.py": HANGS_IN_MODEL_FN},
-                           weights=False)
+    stuck = make_model_dir(
+        server.models_root, "stuck", {"inference.py": HANGS_IN_MODEL_FN}, weights=False
+    )
     answer = load(server, "stuck")  # the client waits up to 120 s; MMS gives up at 20
     assert answer.status_code == 500
     assert "stuck" not in listed(server)

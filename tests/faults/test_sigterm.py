@@ -23,8 +23,10 @@ def test_requests_in_flight_finish_and_nothing_is_left_running(models_root: Path
         model_dirs = [loaded_model(server, name) for name in ("first", "second")]
         with ThreadPoolExecutor(max_workers=3) as pool:
             # two for "first" (one waits in MMS's queue) and one for "second"
-            pending = [pool.submit(invoke, server, name, REQUEST_S, "text/plain")
-                       for name in ("first", "first", "second")]
+            pending = [
+                pool.submit(invoke, server, name, REQUEST_S, "text/plain")
+                for name in ("first", "first", "second")
+            ]
             assert wait_until(lambda: len(sleeping(model_dirs)) == 2, 60)
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)

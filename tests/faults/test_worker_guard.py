@@ -21,8 +21,9 @@ def guarded_python(work: str, after: str = "") -> subprocess.Popen[str]:
             {work}
         {after}
     """)
-    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def test_a_worker_that_outlives_the_limit_ends_itself_and_one_in_time_does_not() -> None:
@@ -39,10 +40,12 @@ def test_a_worker_that_outlives_the_limit_ends_itself_and_one_in_time_does_not()
 def test_each_job_gets_its_own_deadline_from_the_one_watchdog() -> None:
     # Many prompt jobs first (each re-arms the watchdog), then one that overruns.
     quick_then_stuck = guarded_python(
-        "pass", "for _ in range(1000):\n"
+        "pass",
+        "for _ in range(1000):\n"
         "            with guarded('a quick job', 1): pass\n"
         f"        time.sleep({1 + ABANDON_GRACE_S + 1}); print('idle is fine', flush=True)\n"
-        "        with guarded('the stuck job', 1): time.sleep(3600)")
+        "        with guarded('the stuck job', 1): time.sleep(3600)",
+    )
 
     output, _ = quick_then_stuck.communicate(timeout=TIMEOUT_S)
 

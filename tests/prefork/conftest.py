@@ -39,8 +39,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
     """`mme serve` in prefork mode, with two threads per worker."""
     root = tmp_path_factory.mktemp("models")
     root.chmod(0o755)
-    instance = NativeServer(root, env={"MME_WORKER_MODE": "prefork", "MME_NUM_THREADS": "2",
-                                       "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60"})
+    instance = NativeServer(
+        root,
+        env={
+            "MME_WORKER_MODE": "prefork",
+            "MME_NUM_THREADS": "2",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
+        },
+    )
     instance.start()
     try:
         yield instance

@@ -51,14 +51,21 @@ def _script(folder: Path) -> Path:
 
 def _env(**extra: str) -> dict[str, str]:
     # As Settings.worker_environment sets them for every worker.
-    return {**os.environ, **WorkerConfig(num_threads=1).to_env(), "OMP_NUM_THREADS": "1",
-            **extra}
+    return {**os.environ, **WorkerConfig(num_threads=1).to_env(), "OMP_NUM_THREADS": "1", **extra}
 
 
-def _run(launcher: str, script: Path, what: str, cwd: Path,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([launcher, str(script), what], cwd=cwd, env=env or _env(),
-                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+def _run(
+    launcher: str, script: Path, what: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [launcher, str(script), what],
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
 
 
 def test_the_child_gets_the_streams_argv_cwd_env_and_threads_of_a_fresh_worker(
@@ -68,12 +75,21 @@ def test_the_child_gets_the_streams_argv_cwd_env_and_threads_of_a_fresh_worker(
     extra = scratch / "extra"
     env = _env(PREFORK_TEST_MARKER="m-42", PYTHONPATH=str(extra))
     forked = _run(zygote.launcher, script, "describe", scratch, env)
-    fresh = subprocess.run([sys.executable, str(script), "describe"], cwd=scratch, env=env,
-                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    fresh = subprocess.run(
+        [sys.executable, str(script), "describe"],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
     assert forked.returncode == fresh.returncode == 0, forked.stderr
     assert forked.stderr == fresh.stderr == "err describe\n"
-    seen, expected = json.loads(forked.stdout.splitlines()[1]), json.loads(
-        fresh.stdout.splitlines()[1])
+    seen, expected = (
+        json.loads(forked.stdout.splitlines()[1]),
+        json.loads(fresh.stdout.splitlines()[1]),
+    )
     for key in ("cwd", "argv", "path", "marker", "threads"):
         assert seen[key] == expected[key], key
     assert seen["threads"] == 1  # the request's thread count, not the zygote's 2
@@ -92,8 +108,13 @@ def test_an_exit_status_and_a_death_by_signal_reach_the_launchers_parent(
 
 
 def _sleeper(zygote: ZygoteProcess, scratch: Path) -> tuple[subprocess.Popen[str], int]:
-    launcher = subprocess.Popen([zygote.launcher, str(_script(scratch)), "sleep"], cwd=scratch,
-                                env=_env(), stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [zygote.launcher, str(_script(scratch)), "sleep"],
+        cwd=scratch,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert launcher.stdout is not None
     _out, _what, pid = launcher.stdout.readline().split()
     return launcher, int(pid)

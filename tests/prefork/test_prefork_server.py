@@ -41,13 +41,20 @@ CHATTY = """
 
 
 def _load(server: NativeServer, name: str) -> requests.Response:
-    return requests.post(f"{server.url}/models", timeout=TIMEOUT_S,
-                         json={"model_name": name, "url": server.model_url(name)})
+    return requests.post(
+        f"{server.url}/models",
+        timeout=TIMEOUT_S,
+        json={"model_name": name, "url": server.model_url(name)},
+    )
 
 
 def _invoke(server: NativeServer, name: str, seconds: float = 0) -> requests.Response:
-    return requests.post(f"{server.url}/models/{name}/invoke", data=str(seconds).encode(),
-                         headers={"Content-Type": "application/json"}, timeout=TIMEOUT_S)
+    return requests.post(
+        f"{server.url}/models/{name}/invoke",
+        data=str(seconds).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT_S,
+    )
 
 
 def _loaded(server: NativeServer, name: str) -> None:
@@ -75,10 +82,17 @@ def test_workers_are_forked_from_the_zygote_and_their_output_reaches_the_log(
     args = worker.cmdline()
     assert args[1].endswith("mms/model_service_worker.py")  # reads like a stock worker
     assert args[args.index("--model-name") + 1] == "chatty"
-    expected = ["CHATTY-LOAD-OUT", "CHATTY-LOAD-ERR", "CHATTY-INVOKE-OUT",
-                "LOAD phase spawn", "LOAD phase handler import", "LOAD phase model_fn"]
+    expected = [
+        "CHATTY-LOAD-OUT",
+        "CHATTY-LOAD-ERR",
+        "CHATTY-INVOKE-OUT",
+        "LOAD phase spawn",
+        "LOAD phase handler import",
+        "LOAD phase model_fn",
+    ]
     assert wait_until(lambda: all(line in server.log() for line in expected), WITHIN_S), [
-        line for line in expected if line not in server.log()]
+        line for line in expected if line not in server.log()
+    ]
 
 
 def test_a_worker_killed_during_a_request_fails_it_and_the_model_loads_again(
@@ -136,9 +150,14 @@ def test_the_zygote_never_started_torch_threads(server: NativeServer) -> None:
     _loaded(server, "threads")
     for _ in range(3):
         assert _invoke(server, "threads").status_code == 200
-    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                           timeout=TIMEOUT_S, check=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    )
     imported_only, after_an_operation = map(int, probe.stdout.split())
     assert after_an_operation > imported_only  # the probe sees a pool, even across a fork
     assert _zygote(server).num_threads() == imported_only
@@ -158,8 +177,12 @@ def test_a_zygote_that_dies_is_replaced_and_its_workers_serve_on(server: NativeS
     old = _zygote(server)
     old.kill()  # as the kernel's OOM killer would
 
-    assert wait_until(lambda: any("mme.prefork.zygote" in cmdline(p) and p.pid != old.pid
-                                  for p in server.descendants()), WITHIN_S)
+    assert wait_until(
+        lambda: any(
+            "mme.prefork.zygote" in cmdline(p) and p.pid != old.pid for p in server.descendants()
+        ),
+        WITHIN_S,
+    )
     assert f"the prefork zygote (pid {old.pid}) exited" in server.log()
     new = _zygote(server)
     assert _invoke(server, "survivor").json()["pid"] == before  # never noticed

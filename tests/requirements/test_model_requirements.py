@@ -32,16 +32,21 @@ pytestmark = pytest.mark.usefixtures("restore_import_state")
 TIMEOUT_S = 60
 
 
-def model_with(tmp_path: Path, name: str, requirements: str,
-               versions: tuple[str, ...] = ()) -> Path:
+def model_with(
+    tmp_path: Path, name: str, requirements: str, versions: tuple[str, ...] = ()
+) -> Path:
     model_dir = make_model_dir(tmp_path / "models", name, {"inference.py": ""}, weights=False)
     ship_requirements(model_dir, requirements, versions)
     return model_dir
 
 
 def importable_by_a_fresh_interpreter(module: str) -> bool:
-    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                           timeout=TIMEOUT_S, check=False)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -65,12 +70,14 @@ def test_a_shipped_wheel_installs_and_imports_after_the_models_code(tmp_path: Pa
 
 def test_identical_requirements_share_one_folder_and_a_reload_reuses_it(tmp_path: Path) -> None:
     root = str(tmp_path / "deps")
-    first = install_requirements(str(model_with(tmp_path, "a", f"{PACKAGE}\n", ("1.0",))),
-                                 root, TIMEOUT_S)
+    first = install_requirements(
+        str(model_with(tmp_path, "a", f"{PACKAGE}\n", ("1.0",))), root, TIMEOUT_S
+    )
     assert first is not None
     inode = os.stat(first).st_ino
-    twin = install_requirements(str(model_with(tmp_path, "b", f"{PACKAGE}\n", ("1.0",))),
-                                root, TIMEOUT_S)
+    twin = install_requirements(
+        str(model_with(tmp_path, "b", f"{PACKAGE}\n", ("1.0",))), root, TIMEOUT_S
+    )
     again = install_requirements(str(tmp_path / "models" / "a" / "model"), root, TIMEOUT_S)
     assert first == twin == again
     assert os.stat(first).st_ino == inode  # not installed again (a rename makes a new inode)
@@ -78,18 +85,23 @@ def test_identical_requirements_share_one_folder_and_a_reload_reuses_it(tmp_path
 
 def test_another_version_of_the_same_package_gets_its_own_folder(tmp_path: Path) -> None:
     root = str(tmp_path / "deps")
-    one = install_requirements(str(model_with(tmp_path, "a", f"{PACKAGE}\n", ("1.0",))),
-                               root, TIMEOUT_S)
-    two = install_requirements(str(model_with(tmp_path, "b", f"{PACKAGE}\n", ("2.0",))),
-                               root, TIMEOUT_S)
+    one = install_requirements(
+        str(model_with(tmp_path, "a", f"{PACKAGE}\n", ("1.0",))), root, TIMEOUT_S
+    )
+    two = install_requirements(
+        str(model_with(tmp_path, "b", f"{PACKAGE}\n", ("2.0",))), root, TIMEOUT_S
+    )
     assert one is not None and two is not None and one != two
     for folder, version in ((one, "1.0"), (two, "2.0")):
         assert (Path(folder) / PACKAGE / "__init__.py").read_text() == f"VERSION = {version!r}\n"
 
 
 def installed_distributions(folder: str) -> list[str]:
-    return sorted(entry.removesuffix(".dist-info") for entry in os.listdir(folder)
-                  if entry.endswith(".dist-info"))
+    return sorted(
+        entry.removesuffix(".dist-info")
+        for entry in os.listdir(folder)
+        if entry.endswith(".dist-info")
+    )
 
 
 def test_what_the_servers_environment_has_is_not_installed_again(tmp_path: Path) -> None:
@@ -103,7 +115,8 @@ def test_what_the_servers_environment_has_is_not_installed_again(tmp_path: Path)
 
 
 def test_requirements_the_environment_meets_install_nothing_and_need_no_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # nothing listens there
     model_dir = model_with(tmp_path, "a", "torch\npsutil>=1\n")
@@ -113,7 +126,8 @@ def test_requirements_the_environment_meets_install_nothing_and_need_no_index(
 
 
 def test_a_version_the_environment_lacks_is_installed_for_the_model_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # pytest, and so this process, has imported iniconfig (2.x) from the environment.
     model_dir = model_with(tmp_path, "a", "iniconfig==0.0.1\n")
@@ -128,8 +142,9 @@ def test_a_version_the_environment_lacks_is_installed_for_the_model_with_a_warni
 def test_the_index_settings_of_requirements_txt_hold_for_the_install_too(tmp_path: Path) -> None:
     with private_index(tmp_path / "index", PACKAGE, "3.0") as index:
         host = index.split("/")[2]
-        model_dir = model_with(tmp_path, "a",
-                               f"--index-url {index}\n--trusted-host {host}\n{PACKAGE}==3.0\n")
+        model_dir = model_with(
+            tmp_path, "a", f"--index-url {index}\n--trusted-host {host}\n{PACKAGE}==3.0\n"
+        )
         target = install_requirements(str(model_dir), str(tmp_path / "deps"), TIMEOUT_S)
     assert target is not None
     assert installed_distributions(target) == [f"{PACKAGE}-3.0"]
@@ -187,8 +202,7 @@ def test_an_install_that_hangs_is_killed_at_the_time_limit(tmp_path: Path) -> No
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         index = f"http://127.0.0.1:{silent.getsockname()[1]}/"
-        model_dir = model_with(tmp_path, "slow",
-                               f"--no-index\n--find-links {index}\n{PACKAGE}\n")
+        model_dir = model_with(tmp_path, "slow", f"--no-index\n--find-links {index}\n{PACKAGE}\n")
         with pytest.raises(RequirementsError, match="did not install within 2 s"):
             install_requirements(str(model_dir), str(tmp_path / "deps"), 2)
     assert [e for e in os.listdir(tmp_path / "deps") if not e.endswith(".lock")] == []

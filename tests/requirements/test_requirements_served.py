@@ -43,8 +43,12 @@ def deps_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, deps_root: Path) -> Iterator[NativeServer]:
     """One server with two workers per model, its requirements in ``deps_root``."""
-    env = {"MME_REQUIREMENTS_DIR": str(deps_root), "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-           "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "90", "MME_NUM_THREADS": "1"}
+    env = {
+        "MME_REQUIREMENTS_DIR": str(deps_root),
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "90",
+        "MME_NUM_THREADS": "1",
+    }
     instance = NativeServer(tmp_path_factory.mktemp("models"), env=env).start()
     try:
         yield instance
@@ -52,10 +56,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, deps_root: Path) -> Iterato
         instance.stop()
 
 
-def model_with_requirements(server: NativeServer, name: str, requirements: str,
-                            versions: tuple[str, ...]) -> str:
-    model_dir = make_model_dir(server.models_root, name, {"inference.py": REPORTS_ITS_PACKAGE},
-                               weights=False)
+def model_with_requirements(
+    server: NativeServer, name: str, requirements: str, versions: tuple[str, ...]
+) -> str:
+    model_dir = make_model_dir(
+        server.models_root, name, {"inference.py": REPORTS_ITS_PACKAGE}, weights=False
+    )
     ship_requirements(model_dir, requirements, versions)
     return name
 
@@ -118,10 +124,20 @@ def test_a_broken_requirement_fails_only_that_load_and_says_why_in_the_log(
 
 def test_the_global_environment_never_gets_the_package(server: NativeServer) -> None:
     loaded_with(server, "dep-global", "4.0")
-    fresh = subprocess.run([sys.executable, "-c", f"import {PACKAGE}"], capture_output=True,
-                           text=True, timeout=TIMEOUT, check=False)
+    fresh = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert fresh.returncode != 0 and "ModuleNotFoundError" in fresh.stderr
-    shown = subprocess.run([sys.executable, "-m", "pip", "show", PACKAGE], capture_output=True,
-                           text=True, timeout=TIMEOUT, check=False,
-                           env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    shown = subprocess.run(
+        [sys.executable, "-m", "pip", "show", PACKAGE],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert shown.returncode != 0

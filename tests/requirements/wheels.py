@@ -15,8 +15,9 @@ def _record_line(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
-def build_wheel(out_dir: Path, version: str, name: str = PACKAGE,
-                requires: tuple[str, ...] = ()) -> Path:
+def build_wheel(
+    out_dir: Path, version: str, name: str = PACKAGE, requires: tuple[str, ...] = ()
+) -> Path:
     """``<name>-<version>-py3-none-any.whl`` whose module says ``VERSION = '<version>'``.
 
     ``requires`` become its ``Requires-Dist`` lines (its dependencies).

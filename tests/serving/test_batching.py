@@ -59,13 +59,15 @@ TRANSFORM_ONLY = """
 
 
 @pytest.fixture(scope="module", params=["prefork", "stock"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NativeServer]:
     root = tmp_path_factory.mktemp("models")
     make_model_dir(root, "aware", {"inference.py": BATCH_AWARE}, weights=False)
     make_model_dir(root, "whole", {"inference.py": TRANSFORM_ONLY}, weights=False)
-    example = build_example("resnet_18", EXAMPLE_CODE, tmp_path_factory.mktemp("staging"),
-                            pretrained=False)
+    example = build_example(
+        "resnet_18", EXAMPLE_CODE, tmp_path_factory.mktemp("staging"), pretrained=False
+    )
     (root / "resnet_18").mkdir()
     example.rename(root / "resnet_18" / "model")
     instance = NativeServer(root, env={"MME_WORKER_MODE": request.param}).start()
@@ -77,15 +79,20 @@ def server(request: pytest.FixtureRequest,
         instance.stop()
 
 
-def post(server: NativeServer, name: str, body: bytes,
-         content_type: str = "application/json") -> requests.Response:
-    return requests.post(f"{server.url}/models/{name}/invoke", data=body,
-                         headers={"Content-Type": content_type, "Accept": "application/json"},
-                         timeout=TIMEOUT)
+def post(
+    server: NativeServer, name: str, body: bytes, content_type: str = "application/json"
+) -> requests.Response:
+    return requests.post(
+        f"{server.url}/models/{name}/invoke",
+        data=body,
+        headers={"Content-Type": content_type, "Accept": "application/json"},
+        timeout=TIMEOUT,
+    )
 
 
-def while_busy(server: NativeServer, name: str, hold: bytes,
-               bodies: list[tuple[bytes, str]]) -> list[requests.Response]:
+def while_busy(
+    server: NativeServer, name: str, hold: bytes, bodies: list[tuple[bytes, str]]
+) -> list[requests.Response]:
     """Send ``hold``, then ``bodies`` at once while it runs; the answers to ``bodies``."""
     with ThreadPoolExecutor(len(bodies) + 1) as pool:
         holding = pool.submit(post, server, name, hold)
@@ -97,8 +104,9 @@ def while_busy(server: NativeServer, name: str, hold: bytes,
 
 def test_requests_that_wait_together_run_as_one_batch(server: NativeServer) -> None:
     values = list(range(20, 28))
-    answers = while_busy(server, "aware", b"-1",
-                         [(str(v).encode(), "application/json") for v in values])
+    answers = while_busy(
+        server, "aware", b"-1", [(str(v).encode(), "application/json") for v in values]
+    )
     assert [a.status_code for a in answers] == [200] * len(values)
     assert [a.json()["value"] for a in answers] == values  # each got its own row back
     batches = [a.json()["batch"] for a in answers]
@@ -107,8 +115,12 @@ def test_requests_that_wait_together_run_as_one_batch(server: NativeServer) -> N
 
 
 def test_a_bad_request_in_a_batch_fails_alone(server: NativeServer) -> None:
-    bodies = [(b"31", "application/json"), (b"1,2", "text/csv"), (b"[1, 2", "application/json"),
-              (b"32", "application/json")]  # MAX_BATCH_SIZE of them: one batch
+    bodies = [
+        (b"31", "application/json"),
+        (b"1,2", "text/csv"),
+        (b"[1, 2", "application/json"),
+        (b"32", "application/json"),
+    ]  # MAX_BATCH_SIZE of them: one batch
     answers = while_busy(server, "aware", b"-1", bodies)
     assert [a.status_code for a in answers] == [200, 415, 400, 200]
     good = [answers[0].json(), answers[3].json()]
@@ -119,11 +131,14 @@ def test_a_bad_request_in_a_batch_fails_alone(server: NativeServer) -> None:
 
 
 def test_a_batch_that_fails_in_predict_fn_runs_request_by_request(server: NativeServer) -> None:
-    answers = while_busy(server, "aware", b"-1", [(str(v).encode(), "application/json")
-                                                  for v in (41, 13, 42)])
+    answers = while_busy(
+        server, "aware", b"-1", [(str(v).encode(), "application/json") for v in (41, 13, 42)]
+    )
     assert [a.status_code for a in answers] == [200, 500, 200]
-    assert [answers[i].json() for i in (0, 2)] == [{"value": 41, "batch": 1},
-                                                  {"value": 42, "batch": 1}]
+    assert [answers[i].json() for i in (0, 2)] == [
+        {"value": 41, "batch": 1},
+        {"value": 42, "batch": 1},
+    ]
     assert "13 is unlucky" in answers[1].json()["message"]
 
 

@@ -45,18 +45,25 @@ COMPUTES = """
 
 
 def computing_model(root: Path, name: str, setup: str = "pass") -> Path:
-    return make_model_dir(root, name, {"inference.py": COMPUTES.replace("{setup}", setup)},
-                          weights=False)
+    return make_model_dir(
+        root, name, {"inference.py": COMPUTES.replace("{setup}", setup)}, weights=False
+    )
 
 
 @pytest.fixture(scope="module", params=["prefork", "stock"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NativeServer]:
     """A server that shares BUDGET cores among two workers per model, of five models."""
     root = tmp_path_factory.mktemp("models")
-    env = {"MME_WORKER_MODE": request.param, "MME_CPU_BUDGET": str(BUDGET),
-           "SAGEMAKER_MODEL_SERVER_WORKERS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
-           "MME_NUM_THREADS": "", "OMP_NUM_THREADS": ""}  # empty: not set, so cores are shared
+    env = {
+        "MME_WORKER_MODE": request.param,
+        "MME_CPU_BUDGET": str(BUDGET),
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
+        "MME_NUM_THREADS": "",
+        "OMP_NUM_THREADS": "",
+    }  # empty: not set, so cores are shared
     instance = NativeServer(root, env=env).start()
     try:
         for name in ("a", "b", "c", "hog"):
@@ -70,8 +77,12 @@ def server(request: pytest.FixtureRequest,
 
 
 def compute(server: NativeServer, name: str, seconds: float) -> dict[str, Any]:
-    answer = requests.post(f"{server.url}/models/{name}/invoke", data=str(seconds),
-                           headers={"Content-Type": "text/plain"}, timeout=TIMEOUT)
+    answer = requests.post(
+        f"{server.url}/models/{name}/invoke",
+        data=str(seconds),
+        headers={"Content-Type": "text/plain"},
+        timeout=TIMEOUT,
+    )
     assert answer.status_code == 200, answer.text
     assert "X-Mme-Own-Threads" not in answer.headers  # between the gateway and its workers
     return {"model": name, **answer.json()}
@@ -84,9 +95,11 @@ def all_at_once(server: NativeServer, names: list[str], seconds: float) -> list[
 
 def most_threads_at_once(reports: list[dict[str, Any]]) -> int:
     """The largest sum of threads of requests that ran at the same moment."""
-    edges = sorted([(r["started"], r["threads"]) for r in reports]
-                   + [(r["ended"], -r["threads"]) for r in reports],
-                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at a tie
+    edges = sorted(
+        [(r["started"], r["threads"]) for r in reports]
+        + [(r["ended"], -r["threads"]) for r in reports],
+        key=lambda edge: (edge[0], edge[1]),
+    )  # an end before a start at a tie
     running = most = 0
     for _, change in edges:
         running += change
@@ -118,8 +131,13 @@ def test_a_worker_killed_mid_request_gives_its_share_back(server: NativeServer) 
     started = server.models_root / "hog" / "model" / "started"
     started.unlink(missing_ok=True)
     with ThreadPoolExecutor(1) as pool:
-        hogging = pool.submit(requests.post, f"{server.url}/models/hog/invoke", data="600",
-                              headers={"Content-Type": "text/plain"}, timeout=TIMEOUT)
+        hogging = pool.submit(
+            requests.post,
+            f"{server.url}/models/hog/invoke",
+            data="600",
+            headers={"Content-Type": "text/plain"},
+            timeout=TIMEOUT,
+        )
         assert wait_until(lambda: started.exists() and started.read_text(), 60)
         computing = int(started.read_text())
         assert computing in {w.pid for w in model_workers(server.descendants(), "hog")}
@@ -130,8 +148,12 @@ def test_a_worker_killed_mid_request_gives_its_share_back(server: NativeServer) 
 
 
 def test_a_request_reports_nothing_of_the_budget_to_the_client(server: NativeServer) -> None:
-    answer = requests.post(f"{server.url}/models/own/invoke", data="0",
-                           headers={"Content-Type": "text/plain"}, timeout=TIMEOUT)
+    answer = requests.post(
+        f"{server.url}/models/own/invoke",
+        data="0",
+        headers={"Content-Type": "text/plain"},
+        timeout=TIMEOUT,
+    )
     assert answer.status_code == 200
     assert not any(name.lower().startswith("x-mme") for name in answer.headers)
     assert json.loads(answer.text)["threads"] == 1

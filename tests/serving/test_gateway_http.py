@@ -68,8 +68,12 @@ def exchange(server: NativeServer, raw: bytes, answers: int, timeout_s: float = 
 
 
 def invoke_bytes(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST /models/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-            + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return (
+        b"POST /models/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 def test_pipelined_requests_are_answered_in_order(server: NativeServer) -> None:
@@ -82,7 +86,8 @@ def test_expect_100_continue_gets_its_interim_answer(server: NativeServer) -> No
     body = b"y" * 5000  # curl asks before it sends a body over 1 KiB
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         head = invoke_bytes(b"", b"Expect: 100-continue\r\n").replace(
-            b"Content-Length: 0", b"Content-Length: %d" % len(body))
+            b"Content-Length: 0", b"Content-Length: %d" % len(body)
+        )
         sock.sendall(head)
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(body)
@@ -108,8 +113,10 @@ def test_head_gets_the_headers_of_a_get_and_no_body(server: NativeServer) -> Non
 
 def test_a_body_over_the_limit_is_413_without_reading_it(server: NativeServer) -> None:
     size = PAYLOAD_MB * 1024 * 1024 + 1
-    head = (b"POST /models/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: %d\r\n\r\n" % size)
+    head = (
+        b"POST /models/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n\r\n" % size
+    )
     answers = exchange(server, head, 1)
     assert answers.parsed[0][0] == 413
 

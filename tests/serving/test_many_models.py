@@ -53,10 +53,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
         instance.stop()
 
 
-def _load(session: requests.Session, server: NativeServer, name: str,
-          url: Path) -> requests.Response:
-    return session.post(f"{server.url}/models", json={"model_name": name, "url": str(url)},
-                        timeout=TIMEOUT_S)
+def _load(
+    session: requests.Session, server: NativeServer, name: str, url: Path
+) -> requests.Response:
+    return session.post(
+        f"{server.url}/models", json={"model_name": name, "url": str(url)}, timeout=TIMEOUT_S
+    )
 
 
 def _unload(session: requests.Session, server: NativeServer, name: str) -> requests.Response:
@@ -64,9 +66,12 @@ def _unload(session: requests.Session, server: NativeServer, name: str) -> reque
 
 
 def _invoke(session: requests.Session, server: NativeServer, name: str) -> requests.Response:
-    return session.post(f"{server.url}/models/{name}/invoke", data=json.dumps(ROWS),
-                        headers={"Content-Type": "application/json",
-                                 "Accept": "application/json"}, timeout=TIMEOUT_S)
+    return session.post(
+        f"{server.url}/models/{name}/invoke",
+        data=json.dumps(ROWS),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        timeout=TIMEOUT_S,
+    )
 
 
 @dataclass
@@ -95,13 +100,20 @@ def _snapshot(server: NativeServer) -> Snapshot:
         model_processes=len(models),
         model_uss_mib=sum(_uss_mib(p) for p in models),
         worker_threads=[p.num_threads() for p in workers],
-        zygote_fds=fd_groups(zygote.pid), zygote_threads=zygote.num_threads(),
+        zygote_fds=fd_groups(zygote.pid),
+        zygote_threads=zygote.num_threads(),
         zygote_uss_mib=memory_mib(zygote.pid)["uss_mib"],
-        java_log_readers=sum(count for name, count in thread_groups(java.pid).items()
-                             if name.endswith(("-stdout", "-stderr"))),
+        java_log_readers=sum(
+            count
+            for name, count in thread_groups(java.pid).items()
+            if name.endswith(("-stdout", "-stderr"))
+        ),
         java_fds=fd_groups(java.pid),
-        temp_files=sorted(f for f in os.listdir(temp_dir) if f.startswith(".mms.sock")
-                          or f.endswith(("-stdout", "-stderr"))),
+        temp_files=sorted(
+            f
+            for f in os.listdir(temp_dir)
+            if f.startswith(".mms.sock") or f.endswith(("-stdout", "-stderr"))
+        ),
     )
 
 
@@ -147,8 +159,12 @@ def test_hundreds_of_tiny_models_load_answer_and_unload_leaving_nothing(
     for name in names:
         answer = _unload(session, server, name)
         assert answer.status_code == 200, (name, answer.text)
-    after = _settled(server, lambda s: s.model_processes == 0 and not s.java_log_readers
-                     and s.java_fds == before.java_fds)
+    after = _settled(
+        server,
+        lambda s: (
+            s.model_processes == 0 and not s.java_log_readers and s.java_fds == before.java_fds
+        ),
+    )
     assert after.model_processes == 0
     assert after.java_log_readers == 0
     assert after.java_fds == before.java_fds
@@ -183,7 +199,8 @@ def test_a_load_past_the_maximum_gets_507_and_loads_once_a_model_is_unloaded(
     assert refused.status_code == 507
     assert refused.json()["message"] == (
         f"the server holds {MAX_MODELS} models, as many as MME_MAX_LOADED_MODELS allows "
-        f"({MAX_MODELS} models); unload a model first")
+        f"({MAX_MODELS} models); unload a model first"
+    )
     # Nothing of it: not registered, no process.
     assert session.get(f"{limited.url}/models/one-too-many", timeout=TIMEOUT_S).status_code == 404
     assert not model_processes(limited.descendants(), "one-too-many")

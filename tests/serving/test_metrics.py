@@ -54,12 +54,14 @@ LOAD_FAILS = """
 
 
 @pytest.fixture(scope="module", params=["prefork", "stock"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NativeServer]:
     """One server per worker mode: both must report the same."""
     root = tmp_path_factory.mktemp(f"models-{request.param}")
-    instance = NativeServer(root, env={"MME_WORKER_MODE": request.param,
-                                       "MME_CPU_BUDGET": "2"}).start()
+    instance = NativeServer(
+        root, env={"MME_WORKER_MODE": request.param, "MME_CPU_BUDGET": "2"}
+    ).start()
     try:
         yield instance
     finally:
@@ -67,18 +69,28 @@ def server(request: pytest.FixtureRequest,
 
 
 def load(server: NativeServer, name: str, code: str | None = None) -> int:
-    make_model_dir(server.models_root, name, {"inference.py": code} if code else None,
-                   weights=code is None)
-    answer = requests.post(f"{server.url}/models", timeout=TIMEOUT,
-                           json={"model_name": name, "url": server.model_url(name)})
+    make_model_dir(
+        server.models_root, name, {"inference.py": code} if code else None, weights=code is None
+    )
+    answer = requests.post(
+        f"{server.url}/models",
+        timeout=TIMEOUT,
+        json={"model_name": name, "url": server.model_url(name)},
+    )
     return answer.status_code
 
 
-def invoke(server: NativeServer, name: str, body: bytes, content_type: str = JSON,
-           target_model: str | None = None) -> int:
+def invoke(
+    server: NativeServer,
+    name: str,
+    body: bytes,
+    content_type: str = JSON,
+    target_model: str | None = None,
+) -> int:
     headers = {"Content-Type": content_type, **({TARGET: target_model} if target_model else {})}
-    return requests.post(f"{server.url}/models/{name}/invoke", data=body, headers=headers,
-                         timeout=TIMEOUT).status_code
+    return requests.post(
+        f"{server.url}/models/{name}/invoke", data=body, headers=headers, timeout=TIMEOUT
+    ).status_code
 
 
 def unload(server: NativeServer, name: str) -> int:
@@ -94,10 +106,13 @@ def test_each_model_counts_its_requests_errors_and_latency(server: NativeServer)
     # Before its first invocation, a model's target_model label is its LOAD name.
     assert value(before, "mme_model_loaded", model_name="alpha", target_model="alpha") == 1
     assert value(before, "mme_model_requests_total", model_name="alpha") == 0
-    statuses = [invoke(server, "alpha", b"[[1, 2, 3]]", target_model="team/alpha-v1.tar.gz")
-                for _ in range(3)]
-    statuses += [invoke(server, "alpha", b"[[1, 2", target_model="team/alpha-v1.tar.gz")
-                 for _ in range(2)]
+    statuses = [
+        invoke(server, "alpha", b"[[1, 2, 3]]", target_model="team/alpha-v1.tar.gz")
+        for _ in range(3)
+    ]
+    statuses += [
+        invoke(server, "alpha", b"[[1, 2", target_model="team/alpha-v1.tar.gz") for _ in range(2)
+    ]
     statuses.append(invoke(server, "alpha", b"<a/>", "application/xml"))  # no header either
     statuses += [invoke(server, "beta", b'"ok"') for _ in range(2)]
     statuses += [invoke(server, "beta", b'"fail"') for _ in range(3)]
@@ -115,8 +130,9 @@ def test_each_model_counts_its_requests_errors_and_latency(server: NativeServer)
     assert {s.labels["target_model"] for s in beta} == {"beta"}  # never told another
     assert value(beta, "mme_model_requests_total") == 5
     assert value(beta, "mme_model_request_duration_seconds_count") == 5
-    assert {s.labels["code"]: s.value for s in beta if s.name == "mme_model_errors_total"} \
-        == {"500": 3}
+    assert {s.labels["code"]: s.value for s in beta if s.name == "mme_model_errors_total"} == {
+        "500": 3
+    }
     for model in (alpha, beta):
         assert value(model, "mme_model_loaded") == 1
         assert value(model, "mme_model_workers") == 1
@@ -166,8 +182,12 @@ def test_a_failed_load_is_reported_once_then_gone(server: NativeServer) -> None:
 def test_a_worker_that_died_and_was_restarted_is_counted(server: NativeServer) -> None:
     assert load(server, "delta", ECHO_OR_FAIL) == 200
     restarts_before = value(scrape(server.url), "mme_worker_restarts_total") or 0
-    temp_dir = next(Path(arg.split("=", 1)[1]) for p in server.descendants()
-                    for arg in p.cmdline() if arg.startswith("-Djava.io.tmpdir="))
+    temp_dir = next(
+        Path(arg.split("=", 1)[1])
+        for p in server.descendants()
+        for arg in p.cmdline()
+        if arg.startswith("-Djava.io.tmpdir=")
+    )
     [worker] = worker_records.model_workers(str(temp_dir), "delta")
 
     worker.send_signal(signal.SIGKILL)
@@ -189,12 +209,16 @@ def test_busy_workers_and_waiting_requests_are_seen_while_they_last(
     assert load(server, "zeta", GATED) == 200
     gate = tmp_path / "open"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = [pool.submit(invoke, server, "zeta", json.dumps(str(gate)).encode())
-                   for _ in range(2)]
+        answers = [
+            pool.submit(invoke, server, "zeta", json.dumps(str(gate)).encode()) for _ in range(2)
+        ]
         # One request at the model's one worker, the other in the gateway's queue.
-        samples = settle(lambda: scrape(server.url),
-                         lambda samples: value(samples, "mme_requests_in_flight") == 2,
-                         TIMEOUT, interval_s=0.05)
+        samples = settle(
+            lambda: scrape(server.url),
+            lambda samples: value(samples, "mme_requests_in_flight") == 2,
+            TIMEOUT,
+            interval_s=0.05,
+        )
         gate.touch()
         statuses = [answer.result() for answer in answers]
 

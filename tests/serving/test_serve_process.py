@@ -23,19 +23,31 @@ from mme.ports import free_port
 TIMEOUT = 120
 
 
-def load_and_invoke(server: NativeServer, name: str,
-                    body: bytes = b"[[1, 2, 3]]") -> requests.Response:
-    loaded = requests.post(f"{server.url}/models", timeout=TIMEOUT,
-                           json={"model_name": name, "url": server.model_url(name)})
+def load_and_invoke(
+    server: NativeServer, name: str, body: bytes = b"[[1, 2, 3]]"
+) -> requests.Response:
+    loaded = requests.post(
+        f"{server.url}/models",
+        timeout=TIMEOUT,
+        json={"model_name": name, "url": server.model_url(name)},
+    )
     assert loaded.status_code == 200, loaded.text
-    return requests.post(f"{server.url}/models/{name}/invoke", data=body, timeout=TIMEOUT,
-                         headers={"Content-Type": "application/json"})
+    return requests.post(
+        f"{server.url}/models/{name}/invoke",
+        data=body,
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def run_serve(env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mme.cli", "serve"], env=env, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        [sys.executable, "-m", "mme.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
@@ -87,8 +99,9 @@ def test_natively_the_server_listens_on_loopback_only(tmp_path: Path) -> None:
     try:
         assert server.process is not None
         family = [psutil.Process(server.process.pid), *server.descendants()]
-        listening = [c.laddr for p in family for c in _connections(p)
-                     if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c.laddr for p in family for c in _connections(p) if c.status == psutil.CONN_LISTEN
+        ]
         assert server.port in {address.port for address in listening}
         assert all(_loopback(address.ip) for address in listening), listening
     finally:
@@ -116,8 +129,12 @@ def test_two_servers_side_by_side_do_not_interfere(tmp_path: Path) -> None:
         assert load_and_invoke(first, "shared-name").status_code == 200
         assert load_and_invoke(second, "shared-name").status_code == 200
         assert second.stop() == 0
-        answer = requests.post(f"{first.url}/models/shared-name/invoke", data=b"[[1, 2, 3]]",
-                               headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+        answer = requests.post(
+            f"{first.url}/models/shared-name/invoke",
+            data=b"[[1, 2, 3]]",
+            headers={"Content-Type": "application/json"},
+            timeout=TIMEOUT,
+        )
         assert answer.json() == expected_linear([[1, 2, 3]])
     finally:
         first.stop()
@@ -179,8 +196,13 @@ def test_an_mms_custom_service_replaces_ours(
 
 
 def test_a_missing_handler_file_is_a_clear_failure(tmp_path: Path) -> None:
-    result = run_serve({**_base_env(), "SAGEMAKER_BIND_TO_PORT": str(free_port()),
-                        "SAGEMAKER_HANDLER": str(tmp_path / "nope.py:handle")})
+    result = run_serve(
+        {
+            **_base_env(),
+            "SAGEMAKER_BIND_TO_PORT": str(free_port()),
+            "SAGEMAKER_HANDLER": str(tmp_path / "nope.py:handle"),
+        }
+    )
     assert result.returncode == 1
     assert "handler service file not found" in result.stdout
 

@@ -17,10 +17,19 @@ SHORT = ["--seconds", "45", "--concurrency", "6"]
 
 
 def test_a_short_soak_has_no_unexpected_outcome_and_leaks_nothing(
-        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     said: list[str] = []
-    code = run.main([*SHORT, "--worker-mode", request.config.getoption("--worker-mode"),
-                     "--out", str(tmp_path)], say=said.append)
+    code = run.main(
+        [
+            *SHORT,
+            "--worker-mode",
+            request.config.getoption("--worker-mode"),
+            "--out",
+            str(tmp_path),
+        ],
+        say=said.append,
+    )
 
     report = "\n".join(said)
     result = json.loads((tmp_path / "results.json").read_text())

@@ -90,10 +90,14 @@ def test_a_state_dict_is_left_alone(tmp_path: Path) -> None:
     ("reference", "output"),
     [
         (torch.tensor([1.0, 100.0]), torch.tensor([1.0, 100.0 + 2e-3])),  # 1e-4 of 100 is 1e-2
-        ((torch.tensor([1, 2]), {"p": torch.tensor([0.5])}),
-         (torch.tensor([1, 2]), {"p": torch.tensor([0.5 + 1e-6])})),
-        (torch.tensor([1.0], dtype=torch.bfloat16),
-         torch.tensor([1.0078125], dtype=torch.bfloat16)),  # one bfloat16 step
+        (
+            (torch.tensor([1, 2]), {"p": torch.tensor([0.5])}),
+            (torch.tensor([1, 2]), {"p": torch.tensor([0.5 + 1e-6])}),
+        ),
+        (
+            torch.tensor([1.0], dtype=torch.bfloat16),
+            torch.tensor([1.0078125], dtype=torch.bfloat16),
+        ),  # one bfloat16 step
     ],
 )
 def test_differences_within_the_tolerance_pass(reference: object, output: object) -> None:
@@ -110,7 +114,8 @@ def test_differences_within_the_tolerance_pass(reference: object, output: object
         ({"p": torch.tensor([1.0])}, {"q": torch.tensor([1.0])}, "keys"),
     ],
 )
-def test_differences_beyond_the_tolerance_are_named(reference: object, output: object,
-                                                    says: str) -> None:
+def test_differences_beyond_the_tolerance_are_named(
+    reference: object, output: object, says: str
+) -> None:
     with pytest.raises(Mismatch, match=says):
         largest_difference(reference, output)

@@ -12,27 +12,65 @@ from bench.density import checkpoints
 
 
 def _census(processes: int, threads: int, fds: int, uss: float) -> dict[str, Any]:
-    return {"roles": {"worker": {"processes": processes, "threads": threads, "fds": fds,
-                                 "uss_mib": uss, "pss_mib": uss, "maps": 0}},
-            "total_processes": processes, "total_threads": threads, "total_fds": fds,
-            "total_uss_mib": uss, "total_pss_mib": uss}
+    return {
+        "roles": {
+            "worker": {
+                "processes": processes,
+                "threads": threads,
+                "fds": fds,
+                "uss_mib": uss,
+                "pss_mib": uss,
+                "maps": 0,
+            }
+        },
+        "total_processes": processes,
+        "total_threads": threads,
+        "total_fds": fds,
+        "total_uss_mib": uss,
+        "total_pss_mib": uss,
+    }
 
 
 def _point(models: int, uss: float, load_s: float, invoke_ms: float) -> dict[str, Any]:
     latency = {"p50_ms": invoke_ms, "p99_ms": invoke_ms * 2, "n": 10}
-    return {"models": models, "loads": models, "load_p50_s": load_s, "load_p90_s": load_s,
-            "first_invoke": latency, "warm_invoke": latency,
-            "census": _census(3 + 2 * models, 40 + 10 * models, 60 + 23 * models, uss)}
+    return {
+        "models": models,
+        "loads": models,
+        "load_p50_s": load_s,
+        "load_p90_s": load_s,
+        "first_invoke": latency,
+        "warm_invoke": latency,
+        "census": _census(3 + 2 * models, 40 + 10 * models, 60 + 23 * models, uss),
+    }
 
 
 def _results(last_models: int = 1000, error: str | None = None) -> dict[str, Any]:
-    points = [_point(1, 600.0, 0.06, 2.0), _point(10, 681.0, 0.07, 2.0),
-              _point(last_models, 600.0 + 9 * (last_models - 1), 0.08, 3.0)]
-    return {"machine": {"cpus_available": 2, "cpu": "test", "memory_gib": 24, "python": "3",
-                        "torch": "2"}, "revision": "abc", "seconds": 60.0, "note": "A note.",
-            "modes": {"prefork": {"idle": _census(3, 40, 60, 500.0), "points": points,
-                                  "error": error, "unload": {"p50_ms": 50.0},
-                                  "after_unload": _census(3, 40, 60, 510.0)}}}
+    points = [
+        _point(1, 600.0, 0.06, 2.0),
+        _point(10, 681.0, 0.07, 2.0),
+        _point(last_models, 600.0 + 9 * (last_models - 1), 0.08, 3.0),
+    ]
+    return {
+        "machine": {
+            "cpus_available": 2,
+            "cpu": "test",
+            "memory_gib": 24,
+            "python": "3",
+            "torch": "2",
+        },
+        "revision": "abc",
+        "seconds": 60.0,
+        "note": "A note.",
+        "modes": {
+            "prefork": {
+                "idle": _census(3, 40, 60, 500.0),
+                "points": points,
+                "error": error,
+                "unload": {"p50_ms": 50.0},
+                "after_unload": _census(3, 40, 60, 510.0),
+            }
+        },
+    }
 
 
 def test_a_model_costs_what_the_census_grew_by_beyond_the_first() -> None:

@@ -28,8 +28,9 @@ def _bar_lengths(path: Path, colour: tuple[int, int, int]) -> list[int]:
 
 
 def test_bars_are_drawn_to_scale(tmp_path: Path) -> None:
-    panel = Panel("LOAD", "s", [("a", {"stock": 4.0, "prefork": 1.0}),
-                                ("b", {"stock": 2.0, "prefork": 0.5})])
+    panel = Panel(
+        "LOAD", "s", [("a", {"stock": 4.0, "prefork": 1.0}), ("b", {"stock": 2.0, "prefork": 0.5})]
+    )
 
     path = render([panel], tmp_path / "chart.png")
 
@@ -45,8 +46,7 @@ def test_a_run_writes_its_tables_and_both_plots(tmp_path: Path) -> None:
 
     written = report.write(results, tmp_path)
 
-    assert [p.name for p in written] == ["results.json", "results.md", "latency.png",
-                                         "memory.png"]
+    assert [p.name for p in written] == ["results.json", "results.md", "latency.png", "memory.png"]
     for png in written[2:]:
         image = Image.open(png)
         assert image.format == "PNG"

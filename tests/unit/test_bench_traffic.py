@@ -23,8 +23,14 @@ SEQUENTIAL_FLOOR_MS = 19.0
 def _run(metric: str, value: float) -> dict[str, Any]:
     if metric == P50:
         return {"p50_ms": value, "p99_ms": value * 1.5, "n": 200}
-    return {"clients": 16, "rps": value, "p50_ms": 16000 / value, "p99_ms": 20000 / value,
-            "n": int(value * 4), "rounds_rps": [value]}
+    return {
+        "clients": 16,
+        "rps": value,
+        "p50_ms": 16000 / value,
+        "p99_ms": 20000 / value,
+        "n": int(value * 4),
+        "rounds_rps": [value],
+    }
 
 
 def _measured(scale: float = 1.0) -> dict[str, Any]:
@@ -33,18 +39,41 @@ def _measured(scale: float = 1.0) -> dict[str, Any]:
     for shape in SHAPES:
         stock = STOCK[shape.key]
         ours = stock * OURS_OVER_STOCK[shape.key] * (1 / scale if shape.metric == P50 else scale)
-        shapes[shape.key] = {"label": shape.label, "metric": shape.metric, "models": shape.models,
-                             "workers": shape.workers, "clients": shape.clients,
-                             "stock": _run(shape.metric, stock), "ours": _run(shape.metric, ours)}
-    return {"kind": traffic_report.KIND, "machine": {"cpu": "test", "cpus_available": 2},
-            "revision": "abc1234", "environment": {},
-            "options": {"seconds": 4.0, "rounds": 3, "sequential_requests": 200},
-            "shapes": shapes, "seconds": 300.0, "note": "",
-            "floors": {"sequential": {"p50_ms": SEQUENTIAL_FLOOR_MS, "p99_ms": 21.0, "n": 200,
-                                      "processes": 1, "threads": 2},
-                       "parallel": {"rps": PARALLEL_FLOOR_RPS, "processes": 2, "threads": 1,
-                                    "per_process_rps": [30.0, 30.0],
-                                    "rounds_rps": [PARALLEL_FLOOR_RPS]}}}
+        shapes[shape.key] = {
+            "label": shape.label,
+            "metric": shape.metric,
+            "models": shape.models,
+            "workers": shape.workers,
+            "clients": shape.clients,
+            "stock": _run(shape.metric, stock),
+            "ours": _run(shape.metric, ours),
+        }
+    return {
+        "kind": traffic_report.KIND,
+        "machine": {"cpu": "test", "cpus_available": 2},
+        "revision": "abc1234",
+        "environment": {},
+        "options": {"seconds": 4.0, "rounds": 3, "sequential_requests": 200},
+        "shapes": shapes,
+        "seconds": 300.0,
+        "note": "",
+        "floors": {
+            "sequential": {
+                "p50_ms": SEQUENTIAL_FLOOR_MS,
+                "p99_ms": 21.0,
+                "n": 200,
+                "processes": 1,
+                "threads": 2,
+            },
+            "parallel": {
+                "rps": PARALLEL_FLOOR_RPS,
+                "processes": 2,
+                "threads": 1,
+                "per_process_rps": [30.0, 30.0],
+                "rounds_rps": [PARALLEL_FLOOR_RPS],
+            },
+        },
+    }
 
 
 def _verdicts(results: dict[str, Any]) -> dict[str, bool | None]:
@@ -135,4 +164,5 @@ def test_a_run_writes_json_markdown_and_a_plot(tmp_path: Path) -> None:
     assert json.loads(written[0].read_text())["goals"] == results["goals"]
     assert Image.open(written[2]).format == "PNG"
     assert {COLOURS[k] for k in ("stock stack", "mme serve", "floor", "baseline")} <= _colours(
-        written[2])
+        written[2]
+    )

@@ -105,7 +105,8 @@ def test_a_load_that_would_leave_too_little_memory_is_refused(
 def test_the_memory_available_is_read_from_the_machine() -> None:
     available = system_limits.available_memory()
     assert available is not None and 0 < available <= os.sysconf("SC_PAGE_SIZE") * os.sysconf(
-        "SC_PHYS_PAGES")
+        "SC_PHYS_PAGES"
+    )
 
 
 LOWERED = """
@@ -122,7 +123,8 @@ print(soft == hard)
 def test_the_soft_limit_of_open_files_is_raised_to_the_hard_one() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard > 256
-    result = subprocess.run([sys.executable, "-c", LOWERED], capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", LOWERED], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "True"
     assert f"raised RLIMIT_NOFILE from 256 to {hard}" in result.stderr

@@ -23,6 +23,7 @@ def _fetch_from(archive: Path) -> Callable[[Path, int], None]:
     def fetch(destination: Path, max_bytes: int) -> None:
         assert max_bytes == LIMITS.max_bytes
         shutil.copy(archive, destination)
+
     return fetch
 
 
@@ -56,7 +57,8 @@ def test_a_model_is_extracted_into_its_folder(tmp_path: Path, archive: Path) -> 
 
 
 def test_trim_removes_unpinned_models_least_recently_used_first(
-        tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = DiskCache(tmp_path / "cache", 25 * KIB, LIMITS)
     a, b, c = (_fill(cache, name, archive) for name in ("a", "b", "c"))
     cache.pin(c)
@@ -71,7 +73,8 @@ def test_trim_removes_unpinned_models_least_recently_used_first(
 
 
 def test_pinned_models_stay_over_the_budget(
-        tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = DiskCache(tmp_path / "cache", 0, LIMITS)
     key = model_id("a")
     cache.pin(key)
@@ -88,7 +91,8 @@ def test_pinned_models_stay_over_the_budget(
 
 
 def test_a_full_disk_removes_every_unpinned_model_and_tries_again(
-        tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, archive: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = DiskCache(tmp_path / "cache", 100 * KIB, LIMITS)
     a, b = _fill(cache, "a", archive), _fill(cache, "b", archive)
     cache.pin(b)
@@ -149,7 +153,8 @@ def test_remove_deletes_the_files_at_once(tmp_path: Path, archive: Path) -> None
 
 
 def test_leftovers_of_an_earlier_run_are_removed_and_nothing_else(
-        tmp_path: Path, archive: Path) -> None:
+    tmp_path: Path, archive: Path
+) -> None:
     root = tmp_path / "cache"
     earlier = DiskCache(root, 100 * KIB, LIMITS)
     key = _fill(earlier, "a", archive)

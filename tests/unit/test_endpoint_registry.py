@@ -75,8 +75,11 @@ class StandInContainer(LoopbackHTTPServer):
             known = name in self.loaded
         self.invoked.set()
         if not known:
-            return 404, {"code": 404, "type": "ModelNotFoundException",
-                         "message": f"Model not found: {name}"}
+            return 404, {
+                "code": 404,
+                "type": "ModelNotFoundException",
+                "message": f"Model not found: {name}",
+            }
         return 200, {"model": name}
 
 
@@ -121,8 +124,9 @@ class Setup:
 
     def registry(self, config: RegistryConfig | None = None) -> ModelRegistry:
         loader = ModelLoader(self.client, str(self.disk.root), self.metrics)
-        return ModelRegistry(self.store, self.disk, loader, config or RegistryConfig(),
-                             self.metrics)
+        return ModelRegistry(
+            self.store, self.disk, loader, config or RegistryConfig(), self.metrics
+        )
 
     def invoke(self, registry: ModelRegistry, target_model: str) -> tuple[Answer, Lease]:
         """One call through the registry; the answer and the lease of its last try."""
@@ -144,8 +148,9 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     store = CountingStore(models)
     disk = DiskCache(tmp_path / "cache", 1024 * 1024, ExtractionLimits(max_bytes=1024 * 1024))
     with serving(StandInContainer()) as container:
-        client = ContainerClient(container.url, invoke_timeout_s=TIMEOUT_S,
-                                 load_timeout_s=TIMEOUT_S)
+        client = ContainerClient(
+            container.url, invoke_timeout_s=TIMEOUT_S, load_timeout_s=TIMEOUT_S
+        )
         yield Setup(container, client, store, disk, Metrics("ep", "AllTraffic"))
 
 
@@ -186,8 +191,7 @@ def test_concurrent_first_calls_share_one_fetch_and_one_load(setup: Setup) -> No
     assert len(setup.container.loads) == 1
 
 
-def test_a_full_container_unloads_the_least_recently_used_and_loads_again(
-        setup: Setup) -> None:
+def test_a_full_container_unloads_the_least_recently_used_and_loads_again(setup: Setup) -> None:
     registry = setup.registry()
     setup.container.capacity = 2
     a, b, c = (registry.model_id(name) for name in MODELS)
@@ -270,8 +274,7 @@ def test_a_model_the_container_lost_is_loaded_again_once(setup: Setup) -> None:
     assert setup.store.fetches == ["a.tar.gz"]  # from the disk cache
 
 
-def test_a_model_lost_again_after_its_reload_gives_the_containers_answer(
-        setup: Setup) -> None:
+def test_a_model_lost_again_after_its_reload_gives_the_containers_answer(setup: Setup) -> None:
     registry = setup.registry()
     setup.invoke(registry, "a.tar.gz")
     attempts: list[Lease] = []
@@ -334,7 +337,8 @@ def test_a_slow_load_is_not_ready_and_goes_on_loading(setup: Setup) -> None:
 
 
 def test_with_the_cache_disabled_a_model_is_unloaded_and_deleted_after_its_call(
-        setup: Setup) -> None:
+    setup: Setup,
+) -> None:
     registry = setup.registry(RegistryConfig(cache_enabled=False))
     a = registry.model_id("a.tar.gz")
 

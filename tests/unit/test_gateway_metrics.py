@@ -19,6 +19,7 @@ from mme.gateway.metrics import GatewayMetrics
 def answering(status: int) -> gateway_metrics.Handler:
     async def answer(request: Request) -> Response:
         return Response(status)
+
     return answer
 
 
@@ -34,8 +35,11 @@ def scrape(metrics: GatewayMetrics) -> list[Sample]:
     answer = run(metrics, Request("GET", "/metrics"), status=503)  # never passed on
     assert answer.status == 200
     assert answer.header(b"content-type") == PROMETHEUS_TEXT.encode() + b"; charset=utf-8"
-    return [sample for family in text_string_to_metric_families(answer.body.decode())
-            for sample in family.samples]
+    return [
+        sample
+        for family in text_string_to_metric_families(answer.body.decode())
+        for sample in family.samples
+    ]
 
 
 @pytest.fixture

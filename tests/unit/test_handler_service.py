@@ -23,8 +23,9 @@ def load(model_dir: Path, max_payload_bytes: int = 1 << 20) -> tuple[HandlerServ
     return service, context
 
 
-def invoke(service: HandlerService, context: FakeContext, body: bytes | None,
-           **headers: str) -> tuple[int, str, object]:
+def invoke(
+    service: HandlerService, context: FakeContext, body: bytes | None, **headers: str
+) -> tuple[int, str, object]:
     [answer] = service.handle([{"body": body}], context.with_request(**headers))
     status = context.status[0] if context.status else 200
     return status, context.content_types.get(0, ""), answer
@@ -32,8 +33,9 @@ def invoke(service: HandlerService, context: FakeContext, body: bytes | None,
 
 def test_defaults_serve_a_bare_torchscript_model(tmp_path: Path) -> None:
     service, context = load(make_model_dir(tmp_path, "bare"))
-    status, content_type, body = invoke(service, context, b"[[1, 2, 3]]",
-                                        **{"Content-Type": JSON, "Accept": JSON})
+    status, content_type, body = invoke(
+        service, context, b"[[1, 2, 3]]", **{"Content-Type": JSON, "Accept": JSON}
+    )
     assert (status, content_type) == (200, JSON)
     assert json.loads(str(body)) == expected_linear([[1, 2, 3]])
 
@@ -56,9 +58,14 @@ def test_user_functions_get_the_request_headers_through_context(tmp_path: Path) 
     """
     service, context = load(make_model_dir(tmp_path, "ctx", {"inference.py": code}, False))
     status, _, body = invoke(
-        service, context, b"{}",
-        **{"Content-Type": JSON, "X-Amzn-SageMaker-Custom-Attributes": "trace=1",
-           "X-Amzn-SageMaker-Target-Model": "team/a.tar.gz"},
+        service,
+        context,
+        b"{}",
+        **{
+            "Content-Type": JSON,
+            "X-Amzn-SageMaker-Custom-Attributes": "trace=1",
+            "X-Amzn-SageMaker-Target-Model": "team/a.tar.gz",
+        },
     )
     assert status == 200
     assert json.loads(str(body)) == {"custom": "trace=1", "target": "team/a.tar.gz"}
@@ -73,7 +80,10 @@ def test_transform_fn_style(tmp_path: Path) -> None:
     """
     service, context = load(make_model_dir(tmp_path, "tf", {"inference.py": code}, False))
     assert invoke(service, context, b"abc", **{"Content-Type": "application/octet-stream"}) == (
-        200, "text/plain", "13")
+        200,
+        "text/plain",
+        "13",
+    )
 
 
 def test_transform_fn_mixed_with_input_fn_fails_the_load_clearly(tmp_path: Path) -> None:

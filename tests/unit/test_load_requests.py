@@ -16,8 +16,9 @@ def load_of(body: object) -> Request:
 
 
 def test_sagemakers_load_body_is_read_and_passed_on_alone() -> None:
-    load = parse_load(load_of({"model_name": "a1b2", "url": "/opt/ml/models/a1b2/model",
-                               "batch_size": 8}))
+    load = parse_load(
+        load_of({"model_name": "a1b2", "url": "/opt/ml/models/a1b2/model", "batch_size": 8})
+    )
     assert load == LoadRequest("a1b2", "/opt/ml/models/a1b2/model")
     assert json.loads(load.body()) == {"model_name": "a1b2", "url": "/opt/ml/models/a1b2/model"}
 

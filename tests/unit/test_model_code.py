@@ -28,7 +28,8 @@ def test_the_models_code_wins_over_a_same_named_module_elsewhere(tmp_path: Path)
 
 def test_helper_modules_beside_inference_import(tmp_path: Path) -> None:
     model_dir = make_model_dir(
-        tmp_path, "b",
+        tmp_path,
+        "b",
         {"inference.py": "from utils import VALUE\n", "utils.py": "VALUE = 42\n"},
         weights=False,
     )

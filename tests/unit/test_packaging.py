@@ -37,15 +37,18 @@ def test_a_good_folder_packs_with_its_contents_at_the_root(tmp_path: Path) -> No
         ({"inference.py": "import not_a_module_anywhere\n"}, True, "does not import"),
         ({"inference.py": "def input_fn(a, b):\n    return a\n"}, False, "no model_fn"),
         (
-            {"inference.py": "def model_fn(d): ...\ndef transform_fn(m, d, c, a): ...\n"
-                             "def predict_fn(d, m): ...\n"},
+            {
+                "inference.py": "def model_fn(d): ...\ndef transform_fn(m, d, c, a): ...\n"
+                "def predict_fn(d, m): ...\n"
+            },
             True,
             "transform_fn together with",
         ),
     ],
 )
-def test_code_problems_are_named(tmp_path: Path, code: dict[str, str], weights: bool,
-                                 says: str) -> None:
+def test_code_problems_are_named(
+    tmp_path: Path, code: dict[str, str], weights: bool, says: str
+) -> None:
     model_dir = make_model_dir(tmp_path, "bad", code, weights)
     with pytest.raises(PackagingError, match=says):
         check_model_dir(model_dir)
@@ -76,8 +79,10 @@ def test_the_command_reports_problems_and_exits_non_zero(
 
 def _model_with_requirements(tmp_path: Path, requirement: str) -> Path:
     """A model whose code imports the package that its code/requirements.txt names."""
-    code = {"inference.py": f"import {PACKAGE}\ndef model_fn(model_dir):\n"
-                            f"    return {PACKAGE}.VERSION\n"}
+    code = {
+        "inference.py": f"import {PACKAGE}\ndef model_fn(model_dir):\n"
+        f"    return {PACKAGE}.VERSION\n"
+    }
     model_dir = make_model_dir(tmp_path, "with-deps", code)
     ship_requirements(model_dir, f"{requirement}\n", versions=("1.0",))
     return model_dir
@@ -161,8 +166,11 @@ def test_the_archive_holds_the_verified_optimised_model(
     ],
 )
 def test_the_archive_keeps_the_original_when_the_check_fails(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], module: torch.nn.Module,
-    sample: torch.Tensor, says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    module: torch.nn.Module,
+    sample: torch.Tensor,
+    says: str,
 ) -> None:
     model_dir = folder_with_sample(tmp_path / "m", module, sample.numpy())
 

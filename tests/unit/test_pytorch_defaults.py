@@ -74,8 +74,9 @@ def test_serves_a_torch_export_program(tmp_path: Path) -> None:
     model = defaults.default_model_fn(str(tmp_path))
 
     data = defaults.default_input_fn("[[1, 2, 3], [0, 0, 1]]", "application/json")
-    body, _ = defaults.default_output_fn(defaults.default_predict_fn(data, model),
-                                         "application/json")
+    body, _ = defaults.default_output_fn(
+        defaults.default_predict_fn(data, model), "application/json"
+    )
     assert np.allclose(json.loads(body), expected_linear([[1, 2, 3], [0, 0, 1]]))
 
 
@@ -117,8 +118,11 @@ def test_only_the_torchscript_deprecation_is_silenced() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torchscript_deprecation_silenced():
-            warnings.warn("`torch.jit.load` is deprecated. Please switch to `torch.export`.",
-                          FutureWarning, stacklevel=1)
+            warnings.warn(
+                "`torch.jit.load` is deprecated. Please switch to `torch.export`.",
+                FutureWarning,
+                stacklevel=1,
+            )
             warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
 
     assert [str(w.message) for w in caught] == ["something else is deprecated"]

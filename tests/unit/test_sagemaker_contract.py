@@ -20,19 +20,37 @@ from mme.sagemaker_contract import (
 )
 
 # Names InvokeEndpoint refuses as a TargetModel, whoever sends them.
-BAD_TARGET_MODELS = ["", " a.tar.gz", "\ta.tar.gz", "a\n.tar.gz", "a\x00.tar.gz",
-                     "x" * (MAX_TARGET_MODEL_CHARS + 1)]
+BAD_TARGET_MODELS = [
+    "",
+    " a.tar.gz",
+    "\ta.tar.gz",
+    "a\n.tar.gz",
+    "a\x00.tar.gz",
+    "x" * (MAX_TARGET_MODEL_CHARS + 1),
+]
 # Names that read as another path than the key S3 would look up.
-NOT_PLAIN_KEYS = {"/a.tar.gz": "starts with '/'", "./a.tar.gz": "'.' or '..' part",
-                  "sub/../a.tar.gz": "'.' or '..' part", "sub//a.tar.gz": "an empty",
-                  "../a.tar.gz": "'.' or '..' part"}
+NOT_PLAIN_KEYS = {
+    "/a.tar.gz": "starts with '/'",
+    "./a.tar.gz": "'.' or '..' part",
+    "sub/../a.tar.gz": "'.' or '..' part",
+    "sub//a.tar.gz": "an empty",
+    "../a.tar.gz": "'.' or '..' part",
+}
 GOOD_NAMES = ["a", "ep-1", "a--b", "A9", "x" * MAX_NAME_CHARS]
-BAD_NAMES = ["", "-a", "a-", "a_b", "a.b", "x" * (MAX_NAME_CHARS + 1),
-             "a" + "-" * MAX_NAME_CHARS + "b"]
+BAD_NAMES = [
+    "",
+    "-a",
+    "a-",
+    "a_b",
+    "a.b",
+    "x" * (MAX_NAME_CHARS + 1),
+    "a" + "-" * MAX_NAME_CHARS + "b",
+]
 
 
-@pytest.mark.parametrize("target", ["a.tar.gz", "sub/dir/ü.tar.gz", "a b.tar.gz",
-                                    "x" * MAX_TARGET_MODEL_CHARS])
+@pytest.mark.parametrize(
+    "target", ["a.tar.gz", "sub/dir/ü.tar.gz", "a b.tar.gz", "x" * MAX_TARGET_MODEL_CHARS]
+)
 def test_target_models_invoke_endpoint_takes(target: str) -> None:
     assert target_model_problem(target) is None
 
@@ -44,7 +62,8 @@ def test_target_models_invoke_endpoint_refuses(target: str) -> None:
 
 @pytest.mark.parametrize(("target", "words"), NOT_PLAIN_KEYS.items())
 def test_target_models_that_a_folder_would_resolve_are_not_plain_keys(
-        target: str, words: str) -> None:
+    target: str, words: str
+) -> None:
     assert words in str(target_model_key_problem(target))
 
 
@@ -76,13 +95,16 @@ def test_names_sagemaker_refuses_are_refused_by_endpoint_and_cli(name: str) -> N
         wire.check_endpoint(name, name)
 
 
-@pytest.mark.parametrize(("url", "parts"), [
-    ("s3://bucket/mme/", ("bucket", "mme/")),
-    ("s3://bucket/mme", ("bucket", "mme")),  # the prefix is joined as is
-    ("s3://bucket", ("bucket", "")),
-    ("s3:///mme/", ("", "mme/")),
-    ("s3://bucket/a//b/", ("bucket", "a//b/")),
-])
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("s3://bucket/mme/", ("bucket", "mme/")),
+        ("s3://bucket/mme", ("bucket", "mme")),  # the prefix is joined as is
+        ("s3://bucket", ("bucket", "")),
+        ("s3:///mme/", ("", "mme/")),
+        ("s3://bucket/a//b/", ("bucket", "a//b/")),
+    ],
+)
 def test_s3_urls_split_as_plain_strings(url: str, parts: tuple[str, str]) -> None:
     assert split_s3_url(url) == parts
 

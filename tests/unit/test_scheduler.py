@@ -29,8 +29,7 @@ class StandInMms:
 
     def answer(self, index: int, response: Response | None = None) -> None:
         request, answer = self.received[index]
-        if response is None and request.header(b"content-type") == \
-                batch_wire.CONTENT_TYPE.encode():
+        if response is None and request.header(b"content-type") == batch_wire.CONTENT_TYPE.encode():
             parts = batch_wire.decode(request.body)
             body = batch_wire.encode([batch_wire.Part(p.body[::-1]) for p in parts], True)
             response = Response(200, [(b"Content-Type", batch_wire.CONTENT_TYPE.encode())], body)
@@ -46,11 +45,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def run(test: Callable[[StandInMms, Scheduler], Awaitable[Any]], cores: int = 2,
-        workers: int = 1, queue: int = 100) -> Any:
+def run(
+    test: Callable[[StandInMms, Scheduler], Awaitable[Any]],
+    cores: int = 2,
+    workers: int = 1,
+    queue: int = 100,
+) -> Any:
     async def main() -> Any:
         mms = StandInMms()
         return await test(mms, Scheduler(mms.send, cores, workers, queue, 1 << 20))
+
     return asyncio.run(main())
 
 
@@ -62,13 +66,16 @@ def test_a_lone_request_gets_every_core() -> None:
         mms.answer(0)
         assert (await task).body == b"x"
         assert scheduler.threads_in_use == 0
+
     run(test)
 
 
 def test_busy_models_share_the_cores_and_take_turns() -> None:
     async def test(mms: StandInMms, scheduler: Scheduler) -> None:
-        tasks = [asyncio.create_task(scheduler.run(name, invoke(name.encode())))
-                 for name in ("a", "a", "a", "b", "c", "d")]
+        tasks = [
+            asyncio.create_task(scheduler.run(name, invoke(name.encode())))
+            for name in ("a", "a", "a", "b", "c", "d")
+        ]
         await settle()
         assert mms.threads(0) == 2  # the first came alone: every core, until it answers
         assert len(mms.received) == 1
@@ -83,6 +90,7 @@ def test_busy_models_share_the_cores_and_take_turns() -> None:
         assert sorted(served[1:5]) == [b"a", b"b", b"c", b"d"]
         mms.answer(5)
         await asyncio.gather(*tasks)
+
     run(test)
 
 
@@ -96,6 +104,7 @@ def test_a_full_queue_is_refused() -> None:
             mms.answer(index)
             await settle()
         await asyncio.gather(*running)
+
     run(test, queue=2)
 
 
@@ -117,6 +126,7 @@ def test_what_waited_goes_as_one_batch_and_each_gets_its_answer() -> None:
         mms.answer(2)  # the fourth, alone: echoed
         assert (await first).body == b"first"
         assert [(await task).body for task in rest] == [b"0r", b"1r", b"2r", b"r3"]
+
     run(test)
 
 
@@ -128,6 +138,7 @@ def test_an_unreachable_mms_fails_the_requests_and_gives_the_cores_back() -> Non
         with pytest.raises(ConnectionError):
             await task
         assert scheduler.threads_in_use == 0
+
     run(test)
 
 
@@ -143,4 +154,5 @@ def test_a_model_that_sets_its_own_threads_is_granted_them() -> None:
         assert mms.threads(1) == 1
         mms.answer(1)
         await again
+
     run(test, cores=4)

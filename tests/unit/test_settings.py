@@ -77,7 +77,8 @@ def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, says: s
 
 
 def test_worker_environment_isolates_the_temp_folder_and_sets_threads(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings = Settings.from_env({"MME_NUM_THREADS": "2"})
     monkeypatch.setenv("KEEP_ME", "yes")  # the environment passes on to MMS and its workers
     env = settings.worker_environment("mme.handler_service:handle", "/tmp/mme-x")
@@ -103,8 +104,9 @@ def test_requirements_folder_and_time_limit_defaults() -> None:
 
 
 def test_requirements_settings_are_read_from_their_variables() -> None:
-    settings = Settings.from_env({"MME_REQUIREMENTS_DIR": "/cache/deps",
-                                  "MME_REQUIREMENTS_TIMEOUT_SECONDS": "30"})
+    settings = Settings.from_env(
+        {"MME_REQUIREMENTS_DIR": "/cache/deps", "MME_REQUIREMENTS_TIMEOUT_SECONDS": "30"}
+    )
     assert (settings.requirements_dir, settings.requirements_timeout_s) == ("/cache/deps", 30)
 
 
@@ -114,10 +116,14 @@ def test_requirements_settings_are_read_from_their_variables() -> None:
         ({"MME_REQUIREMENTS_DIR": "deps"}, "must be an absolute path"),
         ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "0"}, "out of range"),
         ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "soon"}, "not an integer"),
-        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "60"},
-         "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS=60"),
-        ({"MME_REQUIREMENTS_TIMEOUT_SECONDS": "90", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"},
-         "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT=90"),
+        (
+            {"MME_REQUIREMENTS_TIMEOUT_SECONDS": "60"},
+            "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS=60",
+        ),
+        (
+            {"MME_REQUIREMENTS_TIMEOUT_SECONDS": "90", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"},
+            "must be less than SAGEMAKER_MODEL_SERVER_TIMEOUT=90",
+        ),
     ],
 )
 def test_bad_requirements_settings_fail_fast(env: dict[str, str], says: str) -> None:
@@ -135,16 +141,17 @@ def test_worker_mode_is_prefork_unless_stock_is_asked_for() -> None:
 def test_metrics_are_on_at_metrics_unless_turned_off() -> None:
     assert Settings.from_env({}).metrics_path == "/metrics"
     assert Settings.from_env({"MME_METRICS_PATH": "/prom"}).metrics_path == "/prom"
-    assert Settings.from_env({"MME_METRICS": "off", "MME_METRICS_PATH": "/prom"}).metrics_path \
-        == ""
+    assert Settings.from_env({"MME_METRICS": "off", "MME_METRICS_PATH": "/prom"}).metrics_path == ""
 
 
 @pytest.mark.parametrize(
     ("env", "says"),
-    [({"MME_METRICS": "maybe"}, "on or off"),
-     ({"MME_METRICS_PATH": "metrics"}, "a path such as /metrics"),
-     ({"MME_METRICS_PATH": "/ping"}, "a path of the container API"),
-     ({"MME_METRICS_PATH": "/models/metrics"}, "a path of the container API")],
+    [
+        ({"MME_METRICS": "maybe"}, "on or off"),
+        ({"MME_METRICS_PATH": "metrics"}, "a path such as /metrics"),
+        ({"MME_METRICS_PATH": "/ping"}, "a path of the container API"),
+        ({"MME_METRICS_PATH": "/models/metrics"}, "a path of the container API"),
+    ],
 )
 def test_bad_metrics_settings_fail_fast(env: dict[str, str], says: str) -> None:
     with pytest.raises(SettingsError, match=says):

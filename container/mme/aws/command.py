@@ -176,8 +176,9 @@ def _metrics_options(args: argparse.Namespace) -> dict[str, Any]:
     """The DeploySpec fields of --metrics-path, --metrics-frequency and --no-metrics."""
     if args.no_metrics:
         if args.metrics_path is not None or args.metrics_frequency is not None:
-            raise errors.UsageError("--no-metrics cannot go with --metrics-path or "
-                                    "--metrics-frequency")
+            raise errors.UsageError(
+                "--no-metrics cannot go with --metrics-path or --metrics-frequency"
+            )
         return {"metrics_path": None}
     chosen = {"metrics_path": args.metrics_path, "metrics_frequency_s": args.metrics_frequency}
     return {key: value for key, value in chosen.items() if value is not None}
@@ -247,8 +248,7 @@ def _add_deploy(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "--metrics-frequency",
         type=int,
         metavar="SECONDS",
-        help="how often SageMaker publishes them: 10, 30, 60, 120, 180, 240 or 300 "
-        "(default: 60)",
+        help="how often SageMaker publishes them: 10, 30, 60, 120, 180, 240 or 300 (default: 60)",
     )
     metrics.add_argument(
         "--no-metrics",
@@ -375,8 +375,11 @@ def _invoke(args: argparse.Namespace) -> int:
     )
     request.validate()
     target = _target(args)
-    runtime = target.client("sagemaker-runtime", config=invoke.runtime_config(args.retries),
-                            default_region=LOCAL_REGION if target.local_runtime() else None)
+    runtime = target.client(
+        "sagemaker-runtime",
+        config=invoke.runtime_config(args.retries),
+        default_region=LOCAL_REGION if target.local_runtime() else None,
+    )
     result = invoke.invoke(runtime, request)
     if args.output == "-":
         sys.stdout.buffer.write(result.body)

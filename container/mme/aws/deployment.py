@@ -108,8 +108,7 @@ class DeploySpec:
         if self.instance_count < 1:
             raise UsageError("--instance-count must be at least 1")
         _check_range("--volume-size", self.volume_size_gb, VOLUME_SIZE_GB, "GB")
-        _check_range("--startup-timeout", self.startup_timeout_s, STARTUP_HEALTH_CHECK_S,
-                     "seconds")
+        _check_range("--startup-timeout", self.startup_timeout_s, STARTUP_HEALTH_CHECK_S, "seconds")
         if self.model_cache not in (None, *MODEL_CACHE_SETTINGS):
             raise UsageError(f"--model-cache must be {' or '.join(MODEL_CACHE_SETTINGS)}")
         check_environment(self.environment)
@@ -119,19 +118,25 @@ class DeploySpec:
         if self.metrics_path is None:
             return
         if not METRICS_PATH.match(self.metrics_path):
-            raise UsageError(f"--metrics-path {self.metrics_path!r} must be a path of letters, "
-                             "digits and / _ . - (SageMaker's rule), such as /metrics")
+            raise UsageError(
+                f"--metrics-path {self.metrics_path!r} must be a path of letters, "
+                "digits and / _ . - (SageMaker's rule), such as /metrics"
+            )
         try:
             Settings.from_env({METRICS_PATH_VAR: self.metrics_path})
         except SettingsError as exc:
             raise UsageError(f"--metrics-path: {exc}") from None
         chosen = self.environment.get(METRICS_PATH_VAR)
         if chosen is not None and chosen != self.metrics_path:
-            raise UsageError(f"--env {METRICS_PATH_VAR}={chosen} differs from --metrics-path "
-                             f"{self.metrics_path}: give the path with --metrics-path only")
+            raise UsageError(
+                f"--env {METRICS_PATH_VAR}={chosen} differs from --metrics-path "
+                f"{self.metrics_path}: give the path with --metrics-path only"
+            )
         if self.metrics_frequency_s not in METRICS_FREQUENCIES_S:
-            raise UsageError("--metrics-frequency must be one of "
-                             f"{', '.join(map(str, METRICS_FREQUENCIES_S))} seconds")
+            raise UsageError(
+                "--metrics-frequency must be one of "
+                f"{', '.join(map(str, METRICS_FREQUENCIES_S))} seconds"
+            )
 
     def resource_name(self) -> str:
         """The name of this spec's model and endpoint config: ``<endpoint>-<hash>``."""
@@ -304,10 +309,14 @@ def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> 
         container["MultiModelConfig"] = {"ModelCacheSetting": spec.model_cache}
     if spec.metrics_path is not None:
         # SageMaker scrapes this path of the container's port; the container must serve it.
-        container["ContainerMetricsConfig"] = {"MetricsEndpoints": [{
-            "MetricsEndpointPath": spec.metrics_path,
-            "MetricPublishFrequencyInSeconds": spec.metrics_frequency_s,
-        }]}
+        container["ContainerMetricsConfig"] = {
+            "MetricsEndpoints": [
+                {
+                    "MetricsEndpointPath": spec.metrics_path,
+                    "MetricPublishFrequencyInSeconds": spec.metrics_frequency_s,
+                }
+            ]
+        }
         if spec.metrics_path != Settings.metrics_path:
             container["Environment"][METRICS_PATH_VAR] = spec.metrics_path
     sagemaker.create_model(
@@ -317,8 +326,11 @@ def _ensure_model(sagemaker: Client, spec: DeploySpec, name: str, run: _Run) -> 
         Tags=tags(spec.endpoint_name),
     )
     run.created.append((MODELS, name))
-    scraped = (f"SageMaker scrapes {spec.metrics_path} every {spec.metrics_frequency_s} s"
-               if spec.metrics_path is not None else "no metrics scraped")
+    scraped = (
+        f"SageMaker scrapes {spec.metrics_path} every {spec.metrics_frequency_s} s"
+        if spec.metrics_path is not None
+        else "no metrics scraped"
+    )
     run.report(f"created model {name} (MultiModel, {spec.model_data_url}; {scraped})")
 
 

@@ -111,8 +111,9 @@ def check_target_model(target_model: str) -> None:
         )
     suffix = contract.ARCHIVE_SUFFIX
     if not target_model.endswith(suffix):
-        raise UsageError(f"TargetModel {target_model!r} must end with {suffix}, as SageMaker "
-                         "expects")
+        raise UsageError(
+            f"TargetModel {target_model!r} must end with {suffix}, as SageMaker expects"
+        )
 
 
 def _check_archive(path: Path) -> None:

@@ -16,9 +16,17 @@ class ProgressBar:
     """
 
     def __init__(self, label: str, total_bytes: int, stream: TextIO | None = None) -> None:
-        self._bar = tqdm(total=total_bytes, desc=label, unit="B", unit_scale=True,
-                         unit_divisor=1024, file=stream or sys.stderr, disable=False,
-                         mininterval=0.5, leave=True)
+        self._bar = tqdm(
+            total=total_bytes,
+            desc=label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=stream or sys.stderr,
+            disable=False,
+            mininterval=0.5,
+            leave=True,
+        )
         self._lock = threading.Lock()
 
     def __call__(self, transferred: int) -> None:

@@ -32,13 +32,18 @@ class AwsTarget:
     profile: str | None = None
     endpoint_url: str | None = None
 
-    def client(self, service: str, config: Config | None = None,
-               default_region: str | None = None) -> Client:
+    def client(
+        self, service: str, config: Config | None = None, default_region: str | None = None
+    ) -> Client:
         """A boto3 client for ``service`` (e.g. "sagemaker", "s3") aimed at this target, in
         ``default_region`` when neither --region nor the AWS configuration names one."""
         session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        return session.client(service, endpoint_url=self.endpoint_url, config=config,
-                              region_name=session.region_name or default_region)
+        return session.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            config=config,
+            region_name=session.region_name or default_region,
+        )
 
     def local_runtime(self) -> bool:
         """Whether this target is a local endpoint (`mme endpoint`): a loopback URL. It

@@ -56,15 +56,21 @@ def _discard(body: io.BufferedIOBase, length: int) -> bool:
 class EndpointApp:
     """Decides the answer to each request."""
 
-    def __init__(self, config: EndpointConfig, registry: ModelRegistry,
-                 container: ContainerClient, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        registry: ModelRegistry,
+        container: ContainerClient,
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.container = container
         self.metrics = metrics
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str],
-               body: io.BufferedIOBase) -> wire.Response:
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: io.BufferedIOBase
+    ) -> wire.Response:
         """The answer to one request; ``headers`` has lower-case names, ``body`` the body."""
         request_id = str(uuid.uuid4())
         # The body is read (or dropped) first, whatever the answer: bytes left unread would
@@ -75,8 +81,9 @@ class EndpointApp:
             if route.action == "ping":
                 return wire.text_response(200, "", "text/plain", request_id)
             if route.action == "metrics":
-                return wire.text_response(200, self.metrics.prometheus(), PROMETHEUS_TYPE,
-                                          request_id)
+                return wire.text_response(
+                    200, self.metrics.prometheus(), PROMETHEUS_TYPE, request_id
+                )
         except EndpointError as error:
             response = wire.error_response(body_error or error, request_id)
             self.metrics.count_response(response.status)
@@ -84,8 +91,9 @@ class EndpointApp:
         return self._invocation(route, headers, payload, body_error, request_id)
 
     @staticmethod
-    def _read_body(method: str, headers: Mapping[str, str],
-                   body: io.BufferedIOBase) -> tuple[bytes, EndpointError | None]:
+    def _read_body(
+        method: str, headers: Mapping[str, str], body: io.BufferedIOBase
+    ) -> tuple[bytes, EndpointError | None]:
         """The request's body, or the error (411, 413) that refuses it."""
         chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
         content_length = headers.get("content-length")
@@ -97,13 +105,20 @@ class EndpointApp:
             return b"", error
         if length > MAX_INVOKE_BODY_BYTES:
             too_large = PayloadTooLargeError(
-                f"HTTP content length exceeded {MAX_INVOKE_BODY_BYTES} bytes.")
+                f"HTTP content length exceeded {MAX_INVOKE_BODY_BYTES} bytes."
+            )
             too_large.close_connection = not _discard(body, length)
             return b"", too_large
         return body.read(length), None
 
-    def _invocation(self, route: wire.Route, headers: Mapping[str, str], payload: bytes,
-                    body_error: EndpointError | None, request_id: str) -> wire.Response:
+    def _invocation(
+        self,
+        route: wire.Route,
+        headers: Mapping[str, str],
+        payload: bytes,
+        body_error: EndpointError | None,
+        request_id: str,
+    ) -> wire.Response:
         started = time.monotonic_ns()
         record = CallRecord(request_id)
         counted = False
@@ -113,7 +128,8 @@ class EndpointApp:
             if body_error is not None:
                 raise body_error
             record.target_model = wire.check_target_model(
-                headers.get(wire.TARGET_MODEL_HEADER.lower()), request_id, name)
+                headers.get(wire.TARGET_MODEL_HEADER.lower()), request_id, name
+            )
             response = self._invoke(record, payload, wire.forwarded_headers(headers), request_id)
         except EndpointError as error:
             response = wire.error_response(error, request_id)
@@ -121,19 +137,22 @@ class EndpointApp:
             logger.exception("request %s failed: %s", request_id, exc)
             response = wire.error_response(
                 EndpointError(f"Internal failure (request {request_id}); see the endpoint log."),
-                request_id)
+                request_id,
+            )
         record.status = response.status
         record.total_us = elapsed_us(started)
         self.metrics.record_call(record, counted=counted)
         return response
 
-    def _invoke(self, record: CallRecord, payload: bytes, forwarded: dict[str, str],
-                request_id: str) -> wire.Response:
+    def _invoke(
+        self, record: CallRecord, payload: bytes, forwarded: dict[str, str], request_id: str
+    ) -> wire.Response:
         target_model = record.target_model
         assert target_model is not None
         try:
             answer = self.registry.serve(
-                target_model, lambda lease: self._call_model(record, lease, payload, forwarded))
+                target_model, lambda lease: self._call_model(record, lease, payload, forwarded)
+            )
         except LoadFailedError as failed:
             # A failed LOAD is the model's error too (Invocation4XX/5XXErrors).
             record.model_status = failed.status
@@ -141,8 +160,12 @@ class EndpointApp:
             raise ModelError(failed.status, failed.message, self.config.log_stream_arn) from failed
         if 200 <= answer.status < 300:
             return wire.success_response(
-                answer.body, answer.headers.get("content-type"), self.config.variant_name,
-                answer.headers.get(wire.CUSTOM_ATTRIBUTES_HEADER.lower()), request_id)
+                answer.body,
+                answer.headers.get("content-type"),
+                self.config.variant_name,
+                answer.headers.get(wire.CUSTOM_ATTRIBUTES_HEADER.lower()),
+                request_id,
+            )
         raise ModelError(answer.status, answer.message(), self.config.log_stream_arn)
 
     @staticmethod
@@ -155,8 +178,9 @@ class EndpointApp:
         record.load_us = lease.phases.load_us
         record.unload_us = lease.phases.unload_us
 
-    def _call_model(self, record: CallRecord, lease: Lease, payload: bytes,
-                    forwarded: dict[str, str]) -> Answer:
+    def _call_model(
+        self, record: CallRecord, lease: Lease, payload: bytes, forwarded: dict[str, str]
+    ) -> Answer:
         self._note_lease(record, lease)
         started = time.monotonic_ns()
         try:
@@ -164,8 +188,11 @@ class EndpointApp:
         except ContainerTimeoutError as exc:
             record.model_status = 504
             raise ModelError(
-                504, f"Your invocation timed out while waiting for a response from the "
-                f"container ({exc}).", self.config.log_stream_arn) from exc
+                504,
+                f"Your invocation timed out while waiting for a response from the "
+                f"container ({exc}).",
+                self.config.log_stream_arn,
+            ) from exc
         finally:
             record.model_latency_us = elapsed_us(started)
         record.model_status = answer.status

@@ -72,12 +72,14 @@ class LocalStore:
         url = self.url(target_model)
         problem = target_model_key_problem(target_model)
         if problem is not None:
-            raise ValidationError(f"Could not find model data at {url}: TargetModel "
-                                  f"{target_model!r} {problem}.")
+            raise ValidationError(
+                f"Could not find model data at {url}: TargetModel {target_model!r} {problem}."
+            )
         path = Path(url).resolve()
         if not path.is_relative_to(self.root):  # through a link inside the prefix
-            raise ValidationError(f"Could not find model data at {url}: it leads outside "
-                                  "the ModelDataUrl prefix.")
+            raise ValidationError(
+                f"Could not find model data at {url}: it leads outside the ModelDataUrl prefix."
+            )
         if not path.is_file():
             raise ValidationError(f"Could not find model data at {url}.")
         return path
@@ -90,8 +92,10 @@ class LocalStore:
 
     def examples(self, limit: int) -> list[str]:
         """Archive names under the folder, nearest first."""
-        found = sorted(self.root.rglob(f"*{ARCHIVE_SUFFIX}"),
-                       key=lambda p: (len(p.relative_to(self.root).parts), str(p)))
+        found = sorted(
+            self.root.rglob(f"*{ARCHIVE_SUFFIX}"),
+            key=lambda p: (len(p.relative_to(self.root).parts), str(p)),
+        )
         return [str(p.relative_to(self.root)) for p in found[:limit]]
 
 
@@ -133,12 +137,11 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix,
-                                               MaxKeys=1000)
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1000)
         except (BotoCoreError, ClientError) as exc:
             logger.warning("cannot list %s: %s", self.url(""), exc)
             return []
-        keys = [item["Key"][len(self.prefix):] for item in page.get("Contents", [])]
+        keys = [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
         return [key for key in keys if key.endswith(ARCHIVE_SUFFIX)][:limit]
 
 
@@ -152,10 +155,14 @@ def open_store(model_data_url: str, s3_endpoint_url: str | None, region: str) ->
         if not bucket:
             raise ValueError(f"{model_data_url!r} names no bucket")
         if prefix and not prefix.endswith("/"):
-            logger.warning("ModelDataUrl %s does not end with '/': TargetModel is appended to it "
-                           "as is, as SageMaker does", model_data_url)
-        config = Config(connect_timeout=10, read_timeout=60,
-                        retries={"max_attempts": 3, "mode": "standard"})
+            logger.warning(
+                "ModelDataUrl %s does not end with '/': TargetModel is appended to it "
+                "as is, as SageMaker does",
+                model_data_url,
+            )
+        config = Config(
+            connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+        )
         client = boto3.session.Session().client(
             "s3", endpoint_url=s3_endpoint_url, region_name=region, config=config
         )
@@ -166,4 +173,3 @@ def open_store(model_data_url: str, s3_endpoint_url: str | None, region: str) ->
     if not root.is_dir():
         raise ValueError(f"{model_data_url!r} is not a folder")
     return LocalStore(root)
-

@@ -60,70 +60,138 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-data-url", required=True, metavar="URL",
-                        help="the ModelDataUrl prefix: s3://bucket/prefix/ or a local folder; "
-                        "the archive of a call is this prefix + its TargetModel")
-    parser.add_argument("--s3-endpoint-url", metavar="URL", default=None,
-                        help="an S3-compatible store to read s3:// URLs from (MinIO, moto, ...);"
-                        " credentials come from the usual AWS chain")
-    parser.add_argument("--region", default=None,
-                        help="AWS region of the S3 client (default: the AWS chain's)")
+    parser.add_argument(
+        "--model-data-url",
+        required=True,
+        metavar="URL",
+        help="the ModelDataUrl prefix: s3://bucket/prefix/ or a local folder; "
+        "the archive of a call is this prefix + its TargetModel",
+    )
+    parser.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        default=None,
+        help="an S3-compatible store to read s3:// URLs from (MinIO, moto, ...);"
+        " credentials come from the usual AWS chain",
+    )
+    parser.add_argument(
+        "--region", default=None, help="AWS region of the S3 client (default: the AWS chain's)"
+    )
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint-name", default=DEFAULT_ENDPOINT_NAME, metavar="NAME",
-                        help=f"the EndpointName the endpoint answers to (default "
-                        f"{DEFAULT_ENDPOINT_NAME}); POST /invocations needs none")
-    parser.add_argument("--variant-name", default="AllTraffic", metavar="NAME",
-                        help="the production variant reported in x-Amzn-Invoked-Production-"
-                        "Variant (default AllTraffic)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="port to listen on (default 8080, where the SageMaker SDK's local "
-                        "mode sends /invocations)")
-    parser.add_argument("--container-url", metavar="URL", default=None,
-                        help="front a running container (for example http://127.0.0.1:8080 "
-                        "from `make run`) instead of starting one")
-    parser.add_argument("--container-models-dir", metavar="DIR", default="/opt/ml/models",
-                        help="with --container-url: where the container sees --cache-dir "
-                        "(default /opt/ml/models, the image's mount point)")
-    parser.add_argument("--invocation-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long a call waits for its model's download and load before "
-                        "it gets ModelNotReadyException (the load goes on), and for the "
-                        "container's answer (default 60)")
-    parser.add_argument("--load-timeout", type=float, default=360.0, metavar="SECONDS",
-                        help="how long a LOAD may take in the background (default 360)")
-    parser.add_argument("--startup-timeout", type=float, default=240.0, metavar="SECONDS",
-                        help="how long to wait for the container's /ping and GET /models "
-                        "(default 240)")
+    parser.add_argument(
+        "--endpoint-name",
+        default=DEFAULT_ENDPOINT_NAME,
+        metavar="NAME",
+        help=f"the EndpointName the endpoint answers to (default "
+        f"{DEFAULT_ENDPOINT_NAME}); POST /invocations needs none",
+    )
+    parser.add_argument(
+        "--variant-name",
+        default="AllTraffic",
+        metavar="NAME",
+        help="the production variant reported in x-Amzn-Invoked-Production-"
+        "Variant (default AllTraffic)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to listen on (default 8080, where the SageMaker SDK's local "
+        "mode sends /invocations)",
+    )
+    parser.add_argument(
+        "--container-url",
+        metavar="URL",
+        default=None,
+        help="front a running container (for example http://127.0.0.1:8080 "
+        "from `make run`) instead of starting one",
+    )
+    parser.add_argument(
+        "--container-models-dir",
+        metavar="DIR",
+        default="/opt/ml/models",
+        help="with --container-url: where the container sees --cache-dir "
+        "(default /opt/ml/models, the image's mount point)",
+    )
+    parser.add_argument(
+        "--invocation-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a call waits for its model's download and load before "
+        "it gets ModelNotReadyException (the load goes on), and for the "
+        "container's answer (default 60)",
+    )
+    parser.add_argument(
+        "--load-timeout",
+        type=float,
+        default=360.0,
+        metavar="SECONDS",
+        help="how long a LOAD may take in the background (default 360)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=240.0,
+        metavar="SECONDS",
+        help="how long to wait for the container's /ping and GET /models (default 240)",
+    )
 
 
 def _add_cache_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR",
-                        help=f"where archives are extracted, as <DIR>/<model id>/model "
-                        f"(default ./{DEFAULT_CACHE_DIR}); with --container-url it must be the "
-                        "folder mounted at --container-models-dir")
-    parser.add_argument("--max-loaded-models", type=int, default=0, metavar="N",
-                        help="unload the least recently used model before loading one more "
-                        "than N (default 0: only when the container answers 507)")
-    parser.add_argument("--cache-max-mb", type=int, default=10240, metavar="MB",
-                        help="disk budget for extracted models that are not loaded; the least "
-                        "recently used are deleted first (default 10240)")
-    parser.add_argument("--max-model-mb", type=int, default=16384, metavar="MB",
-                        help="largest archive, and largest extracted model, accepted "
-                        "(default 16384); bigger ones are refused with ValidationError")
-    parser.add_argument("--model-cache-setting", choices=MODEL_CACHE_SETTINGS,
-                        default="Enabled",
-                        help="MultiModelConfig.ModelCacheSetting: Disabled unloads and deletes "
-                        "each model right after its call (default Enabled)")
+    parser.add_argument(
+        "--cache-dir",
+        default=DEFAULT_CACHE_DIR,
+        metavar="DIR",
+        help=f"where archives are extracted, as <DIR>/<model id>/model "
+        f"(default ./{DEFAULT_CACHE_DIR}); with --container-url it must be the "
+        "folder mounted at --container-models-dir",
+    )
+    parser.add_argument(
+        "--max-loaded-models",
+        type=int,
+        default=0,
+        metavar="N",
+        help="unload the least recently used model before loading one more "
+        "than N (default 0: only when the container answers 507)",
+    )
+    parser.add_argument(
+        "--cache-max-mb",
+        type=int,
+        default=10240,
+        metavar="MB",
+        help="disk budget for extracted models that are not loaded; the least "
+        "recently used are deleted first (default 10240)",
+    )
+    parser.add_argument(
+        "--max-model-mb",
+        type=int,
+        default=16384,
+        metavar="MB",
+        help="largest archive, and largest extracted model, accepted "
+        "(default 16384); bigger ones are refused with ValidationError",
+    )
+    parser.add_argument(
+        "--model-cache-setting",
+        choices=MODEL_CACHE_SETTINGS,
+        default="Enabled",
+        help="MultiModelConfig.ModelCacheSetting: Disabled unloads and deletes "
+        "each model right after its call (default Enabled)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
     if not is_valid_name(args.endpoint_name):
         # The endpoint would refuse every call made to it by this name.
-        raise ValueError(f"--endpoint-name {args.endpoint_name!r} is not a name SageMaker "
-                         "takes: up to 63 letters, digits and hyphens, no hyphen first or last")
+        raise ValueError(
+            f"--endpoint-name {args.endpoint_name!r} is not a name SageMaker "
+            "takes: up to 63 letters, digits and hyphens, no hyphen first or last"
+        )
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is not a TCP port")
     for name in ("max_loaded_models", "cache_max_mb"):
@@ -143,29 +211,40 @@ def _wait_for_container(container: ContainerClient, timeout_s: float) -> None:
             status = container.ping()
             if status == 200:
                 loaded = container.list_models()
-                logger.info("container at %s is healthy; %d model(s) loaded",
-                            container.base_url, len(loaded))
+                logger.info(
+                    "container at %s is healthy; %d model(s) loaded",
+                    container.base_url,
+                    len(loaded),
+                )
                 return
             last = f"/ping answered {status}"
         except (EndpointError, ContainerTimeoutError, ValueError) as exc:
             last = str(exc)
         time.sleep(0.5)
-    raise StartupError(f"container at {container.base_url} not ready after "
-                           f"{timeout_s:g} s: {last}")
+    raise StartupError(f"container at {container.base_url} not ready after {timeout_s:g} s: {last}")
 
 
-def _registry(args: argparse.Namespace, store: ArtifactStore, container: ContainerClient,
-              container_models_dir: str, metrics: Metrics) -> ModelRegistry:
-    disk = DiskCache(Path(args.cache_dir).resolve(), budget_bytes=args.cache_max_mb * MIB,
-                     limits=ExtractionLimits(max_bytes=args.max_model_mb * MIB))
+def _registry(
+    args: argparse.Namespace,
+    store: ArtifactStore,
+    container: ContainerClient,
+    container_models_dir: str,
+    metrics: Metrics,
+) -> ModelRegistry:
+    disk = DiskCache(
+        Path(args.cache_dir).resolve(),
+        budget_bytes=args.cache_max_mb * MIB,
+        limits=ExtractionLimits(max_bytes=args.max_model_mb * MIB),
+    )
     disk.remove_leftovers()
     config = RegistryConfig(
         max_loaded_models=args.max_loaded_models,
         load_wait_s=args.invocation_timeout,
         cache_enabled=args.model_cache_setting == "Enabled",
     )
-    return ModelRegistry(store, disk, ModelLoader(container, container_models_dir, metrics),
-                         config, metrics)
+    return ModelRegistry(
+        store, disk, ModelLoader(container, container_models_dir, metrics), config, metrics
+    )
 
 
 def _hints(url: str, name: str, examples: list[str]) -> str:
@@ -176,21 +255,23 @@ def _hints(url: str, name: str, examples: list[str]) -> str:
     content_type = "application/x-image" if image else "application/json"
     data = "@image.jpg" if image else "@request.json"
     available = ", ".join(examples) if examples else "none found yet"
-    return "\n".join([
-        f"Endpoint {name!r} is ready on {url} (models: {available})",
-        "Try it with curl:",
-        f"  curl -s {url}/endpoints/{name}/invocations "
-        f"-H 'X-Amzn-SageMaker-Target-Model: {target}' -H 'Content-Type: {content_type}' "
-        f"--data-binary {data}",
-        "or with boto3:",
-        "  import boto3",
-        f"  rt = boto3.client('sagemaker-runtime', endpoint_url='{url}', region_name='us-east-1',"
-        " aws_access_key_id='x', aws_secret_access_key='x')",
-        f"  answer = rt.invoke_endpoint(EndpointName='{name}', TargetModel='{target}', "
-        f"ContentType='{content_type}', Body=open('{data[1:]}', 'rb').read())",
-        "  print(answer['Body'].read().decode())",
-        f"Metrics: curl -s {url}/metrics",
-    ])
+    return "\n".join(
+        [
+            f"Endpoint {name!r} is ready on {url} (models: {available})",
+            "Try it with curl:",
+            f"  curl -s {url}/endpoints/{name}/invocations "
+            f"-H 'X-Amzn-SageMaker-Target-Model: {target}' -H 'Content-Type: {content_type}' "
+            f"--data-binary {data}",
+            "or with boto3:",
+            "  import boto3",
+            f"  rt = boto3.client('sagemaker-runtime', endpoint_url='{url}', "
+            "region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='x')",
+            f"  answer = rt.invoke_endpoint(EndpointName='{name}', TargetModel='{target}', "
+            f"ContentType='{content_type}', Body=open('{data[1:]}', 'rb').read())",
+            "  print(answer['Body'].read().decode())",
+            f"Metrics: curl -s {url}/metrics",
+        ]
+    )
 
 
 def _serve(httpd: EndpointHTTPServer, own_server: ModelServer | None) -> int:
@@ -256,12 +337,15 @@ def run_endpoint(args: argparse.Namespace) -> int:
         container = ContainerClient(container_url, args.invocation_timeout, args.load_timeout)
         _wait_for_container(container, args.startup_timeout)
         region = args.region or "us-east-1"
-        arn = f"arn:aws:logs:{region}:000000000000:log-group:/aws/sagemaker/Endpoints/" \
-              f"{args.endpoint_name}"
+        arn = (
+            f"arn:aws:logs:{region}:000000000000:log-group:/aws/sagemaker/Endpoints/"
+            f"{args.endpoint_name}"
+        )
         metrics = Metrics(args.endpoint_name, args.variant_name)
         registry = _registry(args, store, container, models_dir, metrics)
-        httpd.app = EndpointApp(EndpointConfig(args.endpoint_name, args.variant_name, arn),
-                                registry, container, metrics)
+        httpd.app = EndpointApp(
+            EndpointConfig(args.endpoint_name, args.variant_name, arn), registry, container, metrics
+        )
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
         url = f"http://{shown_host}:{httpd.server_address[1]}"
         print(_hints(url, args.endpoint_name, store.examples(3)), flush=True)

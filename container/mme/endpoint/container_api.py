@@ -44,8 +44,13 @@ class Answer:
 class ContainerClient:
     """Calls to one container at ``base_url`` (``http://host:port``)."""
 
-    def __init__(self, base_url: str, invoke_timeout_s: float, load_timeout_s: float,
-                 unload_timeout_s: float = 130.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        invoke_timeout_s: float,
+        load_timeout_s: float,
+        unload_timeout_s: float = 130.0,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"container URL {base_url!r} must look like http://host:port")
@@ -56,8 +61,14 @@ class ContainerClient:
         self.load_timeout_s = load_timeout_s
         self.unload_timeout_s = unload_timeout_s
 
-    def request(self, method: str, path: str, timeout_s: float, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        timeout_s: float,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
         """One HTTP exchange on a fresh connection.
 
         No delayed ACK can hold it up: http.client sets TCP_NODELAY on its socket, and a
@@ -68,8 +79,11 @@ class ContainerClient:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             data = response.read()
-            return Answer(response.status, data,
-                          {name.lower(): value for name, value in response.getheaders()})
+            return Answer(
+                response.status,
+                data,
+                {name.lower(): value for name, value in response.getheaders()},
+            )
         except TimeoutError as exc:
             raise ContainerTimeoutError(
                 f"{method} {path} got no answer within {timeout_s:g} s"
@@ -106,8 +120,9 @@ class ContainerClient:
     def load(self, model_name: str, url: str) -> Answer:
         """LOAD: ``POST /models`` with the model's name and folder."""
         body = json.dumps({"model_name": model_name, "url": url}).encode("utf-8")
-        return self.request("POST", "/models", self.load_timeout_s, body,
-                            {"Content-Type": "application/json"})
+        return self.request(
+            "POST", "/models", self.load_timeout_s, body, {"Content-Type": "application/json"}
+        )
 
     def unload(self, model_name: str) -> Answer:
         """UNLOAD: ``DELETE /models/<name>``."""
@@ -115,5 +130,6 @@ class ContainerClient:
 
     def invoke(self, model_name: str, body: bytes, headers: dict[str, str]) -> Answer:
         """INVOKE: ``POST /models/<name>/invoke`` with the forwarded headers."""
-        return self.request("POST", f"/models/{quote(model_name)}/invoke",
-                            self.invoke_timeout_s, body, headers)
+        return self.request(
+            "POST", f"/models/{quote(model_name)}/invoke", self.invoke_timeout_s, body, headers
+        )

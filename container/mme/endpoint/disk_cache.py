@@ -105,8 +105,11 @@ class DiskCache:
             doomed, total = self._trim(self.budget_bytes)
         _delete(doomed)
         if total > self.budget_bytes:
-            logger.warning("the disk cache holds %d bytes, over its limit of %d: the rest is "
-                           "loaded or in use", total, self.budget_bytes)
+            logger.warning(
+                "the disk cache holds %d bytes, over its limit of %d: the rest is loaded or in use",
+                total,
+                self.budget_bytes,
+            )
 
     def remove(self, model_id: str) -> None:
         """Delete the model's files now."""
@@ -119,9 +122,11 @@ class DiskCache:
         """Remove what an earlier run left in the root: model folders, downloads, staging."""
         self.root.mkdir(parents=True, exist_ok=True)
         for child in self.root.iterdir():
-            ours = ((_MODEL_ID.match(child.name) and (child / "model").is_dir())
-                    or child.name == DOWNLOADS_DIR
-                    or child.name.startswith((TRASH_PREFIX, STAGING_PREFIX)))
+            ours = (
+                (_MODEL_ID.match(child.name) and (child / "model").is_dir())
+                or child.name == DOWNLOADS_DIR
+                or child.name.startswith((TRASH_PREFIX, STAGING_PREFIX))
+            )
             if ours and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
 
@@ -136,12 +141,16 @@ class DiskCache:
                 if attempt == 2:
                     raise InsufficientStorageError(
                         f"No space left on the endpoint's disk for model {label}, even after "
-                        "removing every model that is not loaded.") from exc
+                        "removing every model that is not loaded."
+                    ) from exc
             with self._lock:
                 freed, _ = self._trim(budget=0)
             _delete(freed)
-            logger.warning("disk full while fetching %s: removed %d unused model(s), retrying",
-                           label, len([f for f in freed if f is not None]))
+            logger.warning(
+                "disk full while fetching %s: removed %d unused model(s), retrying",
+                label,
+                len([f for f in freed if f is not None]),
+            )
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _fetch_and_extract(self, model_id: str, fetch: Fetch) -> int:
@@ -165,8 +174,10 @@ class DiskCache:
         once the lock is released, and the bytes the cache still holds.
         """
         total = sum(stored.size for stored in self._stored.values())
-        idle = sorted((item for item in self._stored.items() if item[0] not in self._pinned),
-                      key=lambda item: item[1].last_used)
+        idle = sorted(
+            (item for item in self._stored.items() if item[0] not in self._pinned),
+            key=lambda item: item[1].last_used,
+        )
         doomed: list[Path | None] = []
         for model_id, stored in idle:
             if total <= budget:

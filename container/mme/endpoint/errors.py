@@ -69,9 +69,10 @@ class ModelError(EndpointError):
         original_message = original_message[:MAX_ORIGINAL_MESSAGE_CHARS]
         kind = "client" if 400 <= original_status < 500 else "server"
         super().__init__(
-            f'Received {kind} error ({original_status}) from primary with message '
+            f"Received {kind} error ({original_status}) from primary with message "
             f'"{original_message}". See the endpoint log for more information.',
-            ErrorCode="CLIENT_ERROR_FROM_MODEL" if kind == "client"
+            ErrorCode="CLIENT_ERROR_FROM_MODEL"
+            if kind == "client"
             else "INTERNAL_FAILURE_FROM_MODEL",
             OriginalStatusCode=original_status,
             OriginalMessage=original_message,
@@ -96,8 +97,8 @@ class ServiceUnavailableError(EndpointError):
 
 
 class InsufficientStorageError(EndpointError):
-    """No room on the endpoint's disk for the model, even with every unloaded model removed (507).
-    """
+    """No room on the endpoint's disk for the model, even with every unloaded model removed
+    (507)."""
 
     status = int(HTTPStatus.INSUFFICIENT_STORAGE)
     code = "InsufficientStorage"

@@ -53,8 +53,9 @@ class ModelLoader:
             elapsed = elapsed_us(started)
             if answer.status in LOADED:
                 self.metrics.observe("ModelLoadingTime", elapsed, model)
-                logger.info("loaded %s as %s in %d us", model.target_model, model.model_name,
-                            elapsed)
+                logger.info(
+                    "loaded %s as %s in %d us", model.target_model, model.model_name, elapsed
+                )
                 return elapsed, unload_us
             if answer.status != HTTPStatus.INSUFFICIENT_STORAGE:
                 raise LoadFailedError(answer.status, answer.message())
@@ -70,8 +71,9 @@ class ModelLoader:
         answer = self.container.unload(model.model_name)
         elapsed = elapsed_us(started)
         if answer.status not in UNLOADED:
-            logger.warning("UNLOAD %s answered %d: %s", model.model_name, answer.status,
-                           answer.message())
+            logger.warning(
+                "UNLOAD %s answered %d: %s", model.model_name, answer.status, answer.message()
+            )
         self.metrics.observe("ModelUnloadingTime", elapsed, model)
         logger.info("unloaded %s (%s) in %d us", model.target_model, model.model_name, elapsed)
         return elapsed

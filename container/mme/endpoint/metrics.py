@@ -83,12 +83,18 @@ class CallRecord:
 
     def log_line(self) -> str:
         """``key=value`` pairs of every phase the call reached."""
-        parts = [f"request_id={self.request_id}", f"status={self.status}",
-                 f"target_model={self.target_model!r}"]
+        parts = [
+            f"request_id={self.request_id}",
+            f"status={self.status}",
+            f"target_model={self.target_model!r}",
+        ]
         optional = {
             "cache_hit": None if self.cache_hit is None else int(self.cache_hit),
-            "wait_us": self.wait_us, "download_us": self.download_us, "load_us": self.load_us,
-            "unload_us": self.unload_us, "model_status": self.model_status,
+            "wait_us": self.wait_us,
+            "download_us": self.download_us,
+            "load_us": self.load_us,
+            "unload_us": self.unload_us,
+            "model_status": self.model_status,
             "model_latency_us": self.model_latency_us,
         }
         parts += [f"{key}={value}" for key, value in optional.items() if value is not None]
@@ -162,8 +168,9 @@ class Metrics:
             self.observe("Invocation5XXErrors", int(record.model_status >= 500), model)
         if record.model_latency_us is not None:
             self.observe("ModelLatency", record.model_latency_us, model)
-            self.observe("OverheadLatency", max(0, record.total_us - record.model_latency_us),
-                         model)
+            self.observe(
+                "OverheadLatency", max(0, record.total_us - record.model_latency_us), model
+            )
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text format 0.0.4."""
@@ -192,8 +199,10 @@ class Metrics:
             gauge.add_metric(endpoint, gauges.get(name, 0))
             yield gauge
         answers = CounterMetricFamily(
-            RESPONSES, "answers of the endpoint by HTTP status (/ping and /metrics not counted)",
-            labels=[*ENDPOINT_LABELS, "code"])
+            RESPONSES,
+            "answers of the endpoint by HTTP status (/ping and /metrics not counted)",
+            labels=[*ENDPOINT_LABELS, "code"],
+        )
         for code, count in responses:
             answers.add_metric([*endpoint, str(code)], count)
         yield answers

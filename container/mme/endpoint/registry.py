@@ -49,8 +49,11 @@ class Phases:
 
     def merge(self, other: Phases) -> Phases:
         """The sum of both, phase by phase."""
-        return Phases(_add(self.download_us, other.download_us),
-                      _add(self.load_us, other.load_us), _add(self.unload_us, other.unload_us))
+        return Phases(
+            _add(self.download_us, other.download_us),
+            _add(self.load_us, other.load_us),
+            _add(self.unload_us, other.unload_us),
+        )
 
 
 @dataclass(eq=False)
@@ -106,8 +109,14 @@ class RegistryConfig:
 class ModelRegistry:
     """The endpoint's models: fetched from ``store`` into ``disk``, loaded by ``loader``."""
 
-    def __init__(self, store: ArtifactStore, disk: DiskCache, loader: ModelLoader,
-                 config: RegistryConfig, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        disk: DiskCache,
+        loader: ModelLoader,
+        config: RegistryConfig,
+        metrics: Metrics,
+    ) -> None:
         self.store = store
         self.disk = disk
         self.loader = loader
@@ -161,14 +170,14 @@ class ModelRegistry:
                 if entry.job is None and entry.loaded:
                     entry.in_flight += 1
                     entry.last_used = next(self._clock)
-                    return Lease(entry, hit is None, elapsed_us(started), phases,
-                                 entry.losses)
+                    return Lease(entry, hit is None, elapsed_us(started), phases, entry.losses)
                 hit = False
-                job = entry.job if entry.job is not None else self._start_job(
-                    self._prepare, entry)
+                job = entry.job if entry.job is not None else self._start_job(self._prepare, entry)
             phases = phases.merge(self._wait(job, deadline, target_model))
-        raise ServiceUnavailableError(f"Model {target_model} was unloaded as soon as it loaded; "
-                                      "too many models for the container's memory?")
+        raise ServiceUnavailableError(
+            f"Model {target_model} was unloaded as soon as it loaded; "
+            "too many models for the container's memory?"
+        )
 
     def _wait(self, job: Future[Phases], deadline: float, target_model: str) -> Phases:
         try:
@@ -184,8 +193,12 @@ class ModelRegistry:
         with self._lock:
             entry = lease.entry
             entry.in_flight -= 1
-            if (not self.config.cache_enabled and entry.in_flight == 0 and entry.job is None
-                    and entry.loaded):
+            if (
+                not self.config.cache_enabled
+                and entry.in_flight == 0
+                and entry.job is None
+                and entry.loaded
+            ):
                 self._start_job(self._retire, entry)
             self._sync_pin(entry)
 
@@ -201,7 +214,8 @@ class ModelRegistry:
             entry = lease.entry
             outdated = entry.losses != lease.losses
             if status != HTTPStatus.NOT_FOUND and not (
-                    status == HTTPStatus.SERVICE_UNAVAILABLE and outdated):
+                status == HTTPStatus.SERVICE_UNAVAILABLE and outdated
+            ):
                 return False
             if not outdated and entry.job is None and entry.loaded:
                 entry.losses += 1
@@ -219,8 +233,9 @@ class ModelRegistry:
 
     def _set_loaded(self, entry: ModelEntry, loaded: bool) -> None:
         entry.loaded = loaded
-        self.metrics.set_gauge("LoadedModelCount",
-                               sum(1 for e in self._entries.values() if e.loaded))
+        self.metrics.set_gauge(
+            "LoadedModelCount", sum(1 for e in self._entries.values() if e.loaded)
+        )
         self._sync_pin(entry)
 
     def _sync_pin(self, entry: ModelEntry) -> None:
@@ -230,8 +245,7 @@ class ModelRegistry:
         else:
             self.disk.unpin(entry.model_id)
 
-    def _start_job(self, work: Callable[[ModelEntry], Phases], entry: ModelEntry
-                   ) -> Future[Phases]:
+    def _start_job(self, work: Callable[[ModelEntry], Phases], entry: ModelEntry) -> Future[Phases]:
         """Run ``work(entry)`` as the entry's job, in the background."""
         # Pinned before the job starts: the disk cache, which does not take our lock, must
         # not remove files the job has just fetched.
@@ -240,8 +254,9 @@ class ModelRegistry:
             job: Future[Phases] = Future()
             job.set_exception(ServiceUnavailableError("The endpoint is shutting down."))
         else:
-            job = run_in_background(partial(self._run_job, work, entry),
-                                    f"model-job-{entry.model_id[:8]}")
+            job = run_in_background(
+                partial(self._run_job, work, entry), f"model-job-{entry.model_id[:8]}"
+            )
         entry.job = job  # before the job's end can clear it: that takes our lock first
         return job
 
@@ -274,13 +289,18 @@ class ModelRegistry:
     def _fetch(self, entry: ModelEntry) -> int:
         """Fetch and extract the archive into the disk cache; returns microseconds."""
         started = time.monotonic_ns()
-        size = self.disk.fill(entry.model_id, entry.target_model,
-                              partial(self.store.fetch, entry.target_model))
+        size = self.disk.fill(
+            entry.model_id, entry.target_model, partial(self.store.fetch, entry.target_model)
+        )
         elapsed = elapsed_us(started)
         self.metrics.observe("ModelDownloadingTime", elapsed, entry.labels)
-        logger.info("fetched %s (%d bytes extracted) into %s in %d us",
-                    self.store.url(entry.target_model), size,
-                    self.disk.model_dir(entry.model_id).parent, elapsed)
+        logger.info(
+            "fetched %s (%d bytes extracted) into %s in %d us",
+            self.store.url(entry.target_model),
+            size,
+            self.disk.model_dir(entry.model_id).parent,
+            elapsed,
+        )
         self.disk.trim()
         return elapsed
 
@@ -288,8 +308,9 @@ class ModelRegistry:
         """LOAD the model, making room first; returns (load, unload) microseconds."""
         with self._load_lock:
             unload_us = self._make_room(exclude=entry)
-            load_us, freed_us = self.loader.load(entry.labels,
-                                                 partial(self._evict_one, exclude=entry))
+            load_us, freed_us = self.loader.load(
+                entry.labels, partial(self._evict_one, exclude=entry)
+            )
         with self._lock:
             entry.last_used = next(self._clock)
             self._set_loaded(entry, True)
@@ -301,9 +322,13 @@ class ModelRegistry:
         As on SageMaker, a failed LOAD caches nothing: the next call fetches the archive
         again, so a fixed archive uploaded under the same name serves at once.
         """
-        logger.warning("LOAD of %s (container model %s) failed with %d: %s; the next call "
-                       "fetches it again", entry.target_model, entry.model_id,
-                       failed.status, failed.message)
+        logger.warning(
+            "LOAD of %s (container model %s) failed with %d: %s; the next call fetches it again",
+            entry.target_model,
+            entry.model_id,
+            failed.status,
+            failed.message,
+        )
         self.disk.remove(entry.model_id)
 
     def _retire(self, entry: ModelEntry) -> Phases:
@@ -332,8 +357,9 @@ class ModelRegistry:
     def _evict_one(self, exclude: ModelEntry) -> int | None:
         """Unload the least recently used model (idle ones first); None if there is none."""
         with self._lock:
-            candidates = [e for e in self._entries.values()
-                          if e is not exclude and e.loaded and e.job is None]
+            candidates = [
+                e for e in self._entries.values() if e is not exclude and e.loaded and e.job is None
+            ]
             if not candidates:
                 return None
             victim = min(candidates, key=lambda e: (e.in_flight > 0, e.last_used))

@@ -27,8 +27,13 @@ VARIANT_HEADER = "x-Amzn-Invoked-Production-Variant"
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 # What the platform passes on to the container; everything else (signature, SDK headers) stays.
-FORWARDED_HEADERS = ("Content-Type", "Accept", CUSTOM_ATTRIBUTES_HEADER, TARGET_MODEL_HEADER,
-                     INFERENCE_ID_HEADER)
+FORWARDED_HEADERS = (
+    "Content-Type",
+    "Accept",
+    CUSTOM_ATTRIBUTES_HEADER,
+    TARGET_MODEL_HEADER,
+    INFERENCE_ID_HEADER,
+)
 _ENDPOINT_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
 
 
@@ -104,12 +109,20 @@ def check_target_model(value: str | None, request_id: str, endpoint_name: str) -
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers (lower-case names) the container gets, with canonical names."""
-    return {name: headers[name.lower()] for name in FORWARDED_HEADERS
-            if headers.get(name.lower()) is not None}
+    return {
+        name: headers[name.lower()]
+        for name in FORWARDED_HEADERS
+        if headers.get(name.lower()) is not None
+    }
 
 
-def success_response(body: bytes, content_type: str | None, variant: str,
-                     custom_attributes: str | None, request_id: str) -> Response:
+def success_response(
+    body: bytes,
+    content_type: str | None,
+    variant: str,
+    custom_attributes: str | None,
+    request_id: str,
+) -> Response:
     """The 200 answer: the container's body as is, and the headers botocore maps."""
     headers = {
         "Content-Type": content_type or "application/octet-stream",
@@ -127,8 +140,9 @@ def error_response(error: EndpointError, request_id: str) -> Response:
     headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
     if error.code:
         headers[ERROR_TYPE_HEADER] = error.code
-    return Response(error.status, json.dumps(document).encode("utf-8"), headers,
-                    close=error.close_connection)
+    return Response(
+        error.status, json.dumps(document).encode("utf-8"), headers, close=error.close_connection
+    )
 
 
 def text_response(status: int, text: str, content_type: str, request_id: str) -> Response:

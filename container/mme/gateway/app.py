@@ -31,7 +31,7 @@ def model_of(path: str, suffix: str = "") -> str | None:
     """The model name in ``/models/<name><suffix>``, or None for any other path."""
     if not path.startswith("/models/") or not path.endswith(suffix):
         return None
-    name = path[len("/models/"): len(path) - len(suffix)]
+    name = path[len("/models/") : len(path) - len(suffix)]
     return name if name and "/" not in name else None
 
 
@@ -45,17 +45,29 @@ def as_raw_body(request: Request) -> Request:
     if content_type.split(b";")[0].strip().lower() not in FORM_TYPES:
         return request
     headers = [(k, v) for k, v in request.headers if k.lower() != b"content-type"]
-    return Request(request.method, request.target,
-                   [*headers, (b"Content-Type", b"application/octet-stream"),
-                    (ORIGINAL_CONTENT_TYPE.encode(), content_type)],
-                   request.body, request.keep_alive)
+    return Request(
+        request.method,
+        request.target,
+        [
+            *headers,
+            (b"Content-Type", b"application/octet-stream"),
+            (ORIGINAL_CONTENT_TYPE.encode(), content_type),
+        ],
+        request.body,
+        request.keep_alive,
+    )
 
 
 class Gateway:
     """Answers every request on the server's port, mostly by passing it to MMS."""
 
-    def __init__(self, upstream: Upstream, management: Management,
-                 scheduler: Scheduler, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        management: Management,
+        scheduler: Scheduler,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._upstream = upstream
         self._management = management
         self.scheduler = scheduler
@@ -71,26 +83,32 @@ class Gateway:
 
     async def _answer(self, request: Request) -> Response:
         if not self.ready:
-            return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
-                                  "the model server is starting", "ServiceUnavailableException")
+            return error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "the model server is starting",
+                "ServiceUnavailableException",
+            )
         counted = request.path != "/ping"
         self.in_flight += counted
         try:
             return await self._route(request)
         except QueueFull as exc:
-            return error_response(HTTPStatus.SERVICE_UNAVAILABLE,
-                                  f"No worker is available to serve request for model: {exc}. "
-                                  "Consider increasing job queue size.",
-                                  "ServiceUnavailableException")
+            return error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"No worker is available to serve request for model: {exc}. "
+                "Consider increasing job queue size.",
+                "ServiceUnavailableException",
+            )
         except UpstreamError as exc:
             logger.error("%s", exc)
             return error_response(HTTPStatus.BAD_GATEWAY, str(exc), "BadGatewayException")
         except Exception:
-            logger.exception("the gateway failed to answer %s %s", request.method,
-                             request.target)
-            return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
-                                  "the model server failed to answer; see its log",
-                                  "InternalServerException")
+            logger.exception("the gateway failed to answer %s %s", request.method, request.target)
+            return error_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "the model server failed to answer; see its log",
+                "InternalServerException",
+            )
         finally:
             self.in_flight -= counted
 
@@ -128,14 +146,19 @@ class GatewayThread:
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
 
     def listen(self, host: str, port: int) -> None:
         """Bind ``host:port`` and start serving; OSError if the port cannot be had."""
-        self._server = self._loop.run_until_complete(self._loop.create_server(
-            lambda: ClientConnection(self.gateway.handle, self._max_body, self._tasks),
-            host, port, backlog=LISTEN_BACKLOG, reuse_address=True))
+        self._server = self._loop.run_until_complete(
+            self._loop.create_server(
+                lambda: ClientConnection(self.gateway.handle, self._max_body, self._tasks),
+                host,
+                port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+            )
+        )
         self._thread.start()
 
     def set_ready(self) -> None:

@@ -24,8 +24,9 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class ClientConnection(asyncio.Protocol):
     """Reads requests with httptools and answers each through ``handler``, one at a time."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int,
-                 tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self, handler: Handler, max_body_bytes: int, tasks: set[asyncio.Task[None]]
+    ) -> None:
         self._handler = handler
         self._max_body = max_body_bytes
         self._tasks = tasks
@@ -103,9 +104,13 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._refused:
             return
-        request = Request(self._parser.get_method().decode("latin-1"),
-                          self._url.decode("latin-1"), self._headers, b"".join(self._body),
-                          self._parser.should_keep_alive())
+        request = Request(
+            self._parser.get_method().decode("latin-1"),
+            self._url.decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            self._parser.should_keep_alive(),
+        )
         self._reset_message()
         self._queue.put_nowait(request)
         if self._queue.qsize() >= MAX_QUEUED and self._transport and not self._paused:
@@ -117,8 +122,10 @@ class ClientConnection(asyncio.Protocol):
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > MAX_HEADER_BYTES:
-            self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                         f"the request's headers are larger than {MAX_HEADER_BYTES} bytes")
+            self._refuse(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                f"the request's headers are larger than {MAX_HEADER_BYTES} bytes",
+            )
 
     def _refuse(self, status: HTTPStatus, message: str) -> None:
         """Answer ``status`` after what is queued, then close: the stream cannot be trusted."""
@@ -160,5 +167,4 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _too_large(limit: int) -> str:
-    return (f"the request body is larger than {limit} bytes "
-            "(SAGEMAKER_MAX_PAYLOAD_IN_MB)")
+    return f"the request body is larger than {limit} bytes (SAGEMAKER_MAX_PAYLOAD_IN_MB)"

@@ -13,11 +13,22 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, unquote
 
 # Headers about one hop only: the gateway sets its own (RFC 9110, 7.6.1).
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
-    b"trailer", b"upgrade", b"expect", b"content-length", b"host", b"proxy-authorization",
-    b"proxy-authenticate",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+        b"content-length",
+        b"host",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -56,8 +67,7 @@ class Request:
 
     def with_headers(self, extra: Headers) -> Request:
         """This request with ``extra`` headers added."""
-        return Request(self.method, self.target, self.headers + extra, self.body,
-                       self.keep_alive)
+        return Request(self.method, self.target, self.headers + extra, self.body, self.keep_alive)
 
 
 @dataclass
@@ -80,37 +90,47 @@ class Response:
 
 def error_response(status: int, message: str, kind: str = "") -> Response:
     """An error in the JSON shape MMS uses, so clients see one format whoever answered."""
-    body = {"code": status, "type": kind or HTTPStatus(status).phrase.replace(" ", ""),
-            "message": message}
+    body = {
+        "code": status,
+        "type": kind or HTTPStatus(status).phrase.replace(" ", ""),
+        "message": message,
+    }
     return json_response(status, body)
 
 
 def json_response(status: int, value: object) -> Response:
     """``value`` as a JSON answer."""
-    return Response(status, [(b"Content-Type", b"application/json")],
-                    json.dumps(value).encode("utf-8"))
+    return Response(
+        status, [(b"Content-Type", b"application/json")], json.dumps(value).encode("utf-8")
+    )
 
 
 def _end_to_end(headers: Headers) -> list[bytes]:
-    return [name + b": " + value + b"\r\n" for name, value in headers
-            if name.lower() not in HOP_BY_HOP]
+    return [
+        name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in HOP_BY_HOP
+    ]
 
 
 def encode_request(request: Request) -> bytes:
     """``request`` as bytes for MMS, on a kept-alive connection."""
-    head = [f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1"),
-            b"Host: mms\r\n", *_end_to_end(request.headers),
-            b"Content-Length: %d\r\n\r\n" % len(request.body)]
+    head = [
+        f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1"),
+        b"Host: mms\r\n",
+        *_end_to_end(request.headers),
+        b"Content-Length: %d\r\n\r\n" % len(request.body),
+    ]
     return b"".join(head) + request.body
 
 
 def encode_response(response: Response, keep_alive: bool, head: bool = False) -> bytes:
     """``response`` as bytes for the client (``head``: the answer to a HEAD, without body)."""
     reason = response.reason or _phrase(response.status)
-    lines = [b"HTTP/1.1 %d " % response.status + reason + b"\r\n",
-            *_end_to_end(response.headers),
-            b"Content-Length: %d\r\n" % len(response.body),
-            b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"]
+    lines = [
+        b"HTTP/1.1 %d " % response.status + reason + b"\r\n",
+        *_end_to_end(response.headers),
+        b"Content-Length: %d\r\n" % len(response.body),
+        b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n",
+    ]
     return b"".join(lines) + (b"" if head else response.body)
 
 

@@ -75,13 +75,14 @@ def parse_load(request: Request) -> LoadRequest:
         except (ValueError, UnicodeDecodeError):
             fields = None
         if not isinstance(fields, dict):
-            raise LoadRequestError('the LOAD body must be a JSON object: '
-                                   '{"model_name": "<name>", "url": "<model folder>"}')
+            raise LoadRequestError(
+                "the LOAD body must be a JSON object: "
+                '{"model_name": "<name>", "url": "<model folder>"}'
+            )
     name, url = fields.get("model_name"), fields.get("url")
     _check_name(name)
     if not isinstance(url, str) or not os.path.isabs(url):
-        raise LoadRequestError(f"url must be the absolute path of the model's folder, "
-                               f"not {url!r}")
+        raise LoadRequestError(f"url must be the absolute path of the model's folder, not {url!r}")
     return LoadRequest(name, url)
 
 
@@ -91,18 +92,20 @@ def _check_name(name: object) -> None:
     # A name with "/" (or "." or "..") could never be reached again under /models/<name>;
     # control characters and lone surrogates break MMS's own bookkeeping.
     if "/" in name or name in (".", ".."):
-        raise LoadRequestError(f"model_name {name!r} cannot be used in /models/<name>: "
-                               "it must not contain '/' or be '.' or '..'")
+        raise LoadRequestError(
+            f"model_name {name!r} cannot be used in /models/<name>: "
+            "it must not contain '/' or be '.' or '..'"
+        )
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
-        raise LoadRequestError("model_name must not contain control characters or "
-                               "lone surrogates")
+        raise LoadRequestError("model_name must not contain control characters or lone surrogates")
 
 
 class Management:
     """LOAD and UNLOAD through the gateway."""
 
-    def __init__(self, upstream: Upstream, scheduler: Scheduler, server_temp_dir: str,
-                 capacity: Capacity) -> None:
+    def __init__(
+        self, upstream: Upstream, scheduler: Scheduler, server_temp_dir: str, capacity: Capacity
+    ) -> None:
         self._upstream = upstream
         self._scheduler = scheduler
         self._temp_dir = server_temp_dir
@@ -115,23 +118,29 @@ class Management:
             load = parse_load(request)
         except LoadRequestError as exc:
             return error_response(HTTPStatus.BAD_REQUEST, str(exc), "BadRequestException")
-        async with self._capacity.place(load.model_name) as place, \
-                self._one_at_a_time(load.model_name):
+        async with (
+            self._capacity.place(load.model_name) as place,
+            self._one_at_a_time(load.model_name),
+        ):
             if place.refusal is not None:  # the next model would pass a limit (mme.capacity)
                 return error_response(HTTPStatus.INSUFFICIENT_STORAGE, place.refusal)
             answer = await self._send_load(load)
             if answer.status == HTTPStatus.CONFLICT and await self._left_without_workers(
-                    load.model_name):
-                logger.warning("model %s was registered without a live worker (left by an "
-                               "earlier failure): unregistering it and loading it again",
-                               load.model_name)
+                load.model_name
+            ):
+                logger.warning(
+                    "model %s was registered without a live worker (left by an "
+                    "earlier failure): unregistering it and loading it again",
+                    load.model_name,
+                )
                 await self._unregister(load.model_name)
                 answer = await self._send_load(load)
             if answer.status in REGISTERED_THEN_FAILED:
                 answer = await self._clean_up_failed_load(load.model_name, answer)
             elif answer.status == HTTPStatus.OK:
                 self._scheduler.set_batching(
-                    load.model_name, *worker_records.batching(self._temp_dir, load.model_name))
+                    load.model_name, *worker_records.batching(self._temp_dir, load.model_name)
+                )
             place.loaded = answer.status == HTTPStatus.OK
             return answer
 
@@ -162,8 +171,9 @@ class Management:
                 self._locks[model_name] = (lock, users - 1)
 
     async def _send_load(self, load: LoadRequest) -> Response:
-        return await self._upstream.send(Request(
-            "POST", "/models", [(b"Content-Type", b"application/json")], load.body()))
+        return await self._upstream.send(
+            Request("POST", "/models", [(b"Content-Type", b"application/json")], load.body())
+        )
 
     async def _describe(self, model_name: str) -> list[dict[str, Any]] | None:
         """MMS's workers of a registered model, or None when it is not registered."""
@@ -191,8 +201,11 @@ class Management:
             elif time.monotonic() - gone_since >= GONE_SETTLE_S:
                 return
             await asyncio.sleep(POLL_S)
-        logger.error("model %s is still registered %.0f s after its LOAD failed",
-                     model_name, CLEAN_UP_LIMIT_S)
+        logger.error(
+            "model %s is still registered %.0f s after its LOAD failed",
+            model_name,
+            CLEAN_UP_LIMIT_S,
+        )
 
     async def _clean_up_failed_load(self, model_name: str, answer: Response) -> Response:
         processes = worker_records.model_processes(self._temp_dir, model_name)
@@ -205,8 +218,7 @@ class Management:
         if not reason:
             return answer
         logger.info("LOAD of %s failed with %d: %s", model_name, answer.status, reason)
-        return error_response(answer.status, f"{_mms_message(answer)}: {reason}",
-                              _mms_type(answer))
+        return error_response(answer.status, f"{_mms_message(answer)}: {reason}", _mms_type(answer))
 
 
 async def _end(model_name: str, processes: list[psutil.Process], exit_limit_s: float) -> None:
@@ -215,14 +227,21 @@ async def _end(model_name: str, processes: list[psutil.Process], exit_limit_s: f
     if not left:
         return
     if exit_limit_s:
-        logger.warning("model %s: %d process(es) still ran %.0f s after MMS let them go; "
-                       "killing them", model_name, len(left), exit_limit_s)
+        logger.warning(
+            "model %s: %d process(es) still ran %.0f s after MMS let them go; killing them",
+            model_name,
+            len(left),
+            exit_limit_s,
+        )
     for process in left:
         with contextlib.suppress(psutil.Error):
             process.kill()  # psutil checks that the pid was not reused
     if await _exited(left, KILLED_EXIT_LIMIT_S):
-        logger.error("model %s: processes %s did not exit even when killed", model_name,
-                     [p.pid for p in left])
+        logger.error(
+            "model %s: processes %s did not exit even when killed",
+            model_name,
+            [p.pid for p in left],
+        )
 
 
 def _model_path(model_name: str) -> str:

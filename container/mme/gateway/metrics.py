@@ -182,12 +182,12 @@ class GatewayMetrics:
         try:
             # Reading /proc for every model and writing the text take a while with many
             # models: not on the loop that answers the invocations.
-            body = await asyncio.get_running_loop().run_in_executor(None, self._render,
-                                                                    snapshot)
+            body = await asyncio.get_running_loop().run_in_executor(None, self._render, snapshot)
         except Exception:
             logger.exception("the metrics could not be collected")
-            return error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
-                                  "the metrics could not be collected; see the log")
+            return error_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "the metrics could not be collected; see the log"
+            )
         return Response(200, [(b"Content-Type", CONTENT_TYPE.encode("ascii"))], body)
 
     def _snapshot(self) -> _Snapshot:
@@ -196,43 +196,72 @@ class GatewayMetrics:
             self._models.pop(name, None)
         self._retired.clear()
         scheduler = self._scheduler
-        budget = (scheduler.threads_in_use, scheduler.cores) if scheduler and scheduler.cores \
-            else None
-        return _Snapshot(models, self._in_flight, self._busy, budget, self._queue_wait.copy(),
-                         self._unloads, self._load_failures, self._retired_restarts)
+        budget = (
+            (scheduler.threads_in_use, scheduler.cores) if scheduler and scheduler.cores else None
+        )
+        return _Snapshot(
+            models,
+            self._in_flight,
+            self._busy,
+            budget,
+            self._queue_wait.copy(),
+            self._unloads,
+            self._load_failures,
+            self._retired_restarts,
+        )
 
     def _render(self, snapshot: _Snapshot) -> bytes:
-        usages = {stats.model_name: usage(self._temp_dir, stats.model_name, self._workers)
-                  for stats in snapshot.models if stats.loaded}
-        return render([*_model_families(snapshot.models, usages),
-                       *_server_families(snapshot, usages)])
+        usages = {
+            stats.model_name: usage(self._temp_dir, stats.model_name, self._workers)
+            for stats in snapshot.models
+            if stats.loaded
+        }
+        return render(
+            [*_model_families(snapshot.models, usages), *_server_families(snapshot, usages)]
+        )
 
 
 def _model_families(models: list[ModelStats], usages: dict[str, WorkerUsage]) -> list[Metric]:
     requests = CounterMetricFamily(
-        "mme_model_requests", "invocations of the model answered", labels=LABELS)
+        "mme_model_requests", "invocations of the model answered", labels=LABELS
+    )
     errors = CounterMetricFamily(
-        "mme_model_errors", "invocations of the model answered with a 4xx or 5xx status, by "
-        "status", labels=[*LABELS, "code"])
+        "mme_model_errors",
+        "invocations of the model answered with a 4xx or 5xx status, by status",
+        labels=[*LABELS, "code"],
+    )
     latency = HistogramMetricFamily(
-        "mme_model_request_duration_seconds", "time from an invocation's arrival at the "
-        "container until its answer, the wait for CPU included", labels=LABELS)
+        "mme_model_request_duration_seconds",
+        "time from an invocation's arrival at the "
+        "container until its answer, the wait for CPU included",
+        labels=LABELS,
+    )
     load_time = GaugeMetricFamily(
-        "mme_model_load_duration_seconds", "time its last LOAD took, loaded or failed",
-        labels=LABELS)
+        "mme_model_load_duration_seconds",
+        "time its last LOAD took, loaded or failed",
+        labels=LABELS,
+    )
     load_failures = CounterMetricFamily(
-        "mme_model_load_failures", "LOADs of the model that failed, by status",
-        labels=[*LABELS, "code"])
+        "mme_model_load_failures",
+        "LOADs of the model that failed, by status",
+        labels=[*LABELS, "code"],
+    )
     unloads = CounterMetricFamily("mme_model_unloads", "UNLOADs of the model", labels=LABELS)
     loaded = GaugeMetricFamily("mme_model_loaded", "1 while the model is loaded", labels=LABELS)
-    workers = GaugeMetricFamily("mme_model_workers", "live worker processes of the model",
-                                labels=LABELS)
+    workers = GaugeMetricFamily(
+        "mme_model_workers", "live worker processes of the model", labels=LABELS
+    )
     memory = GaugeMetricFamily(
-        "mme_model_resident_memory_bytes", "resident memory of the model's processes (pages "
-        "shared with other processes count in each)", labels=LABELS)
+        "mme_model_resident_memory_bytes",
+        "resident memory of the model's processes (pages "
+        "shared with other processes count in each)",
+        labels=LABELS,
+    )
     restarted = CounterMetricFamily(
-        "mme_model_worker_restarts", "workers of the model that MMS started again after one "
-        "died", labels=LABELS)
+        "mme_model_worker_restarts",
+        "workers of the model that MMS started again after one died",
+        labels=LABELS,
+    )
     for stats in models:
         labels = [stats.label, stats.model_name]
         current = usages.get(stats.model_name, WorkerUsage(0, 0, 0))
@@ -249,31 +278,60 @@ def _model_families(models: list[ModelStats], usages: dict[str, WorkerUsage]) ->
         workers.add_metric(labels, current.workers)
         memory.add_metric(labels, current.memory_bytes)
         restarted.add_metric(labels, stats.final_restarts + current.restarts)
-    return [requests, errors, latency, load_time, load_failures, unloads, loaded, workers,
-            memory, restarted]
+    return [
+        requests,
+        errors,
+        latency,
+        load_time,
+        load_failures,
+        unloads,
+        loaded,
+        workers,
+        memory,
+        restarted,
+    ]
 
 
 def _server_families(snapshot: _Snapshot, usages: dict[str, WorkerUsage]) -> Iterator[Metric]:
-    yield GaugeMetricFamily("mme_loaded_models", "models loaded now",
-                            value=sum(stats.loaded for stats in snapshot.models))
-    yield GaugeMetricFamily("mme_requests_in_flight", "invocations taken and not answered yet "
-                            "(waiting for CPU or at a worker)", value=snapshot.in_flight)
-    yield GaugeMetricFamily("mme_busy_workers", "workers answering a request (or a batch) now",
-                            value=snapshot.busy)
+    yield GaugeMetricFamily(
+        "mme_loaded_models",
+        "models loaded now",
+        value=sum(stats.loaded for stats in snapshot.models),
+    )
+    yield GaugeMetricFamily(
+        "mme_requests_in_flight",
+        "invocations taken and not answered yet (waiting for CPU or at a worker)",
+        value=snapshot.in_flight,
+    )
+    yield GaugeMetricFamily(
+        "mme_busy_workers", "workers answering a request (or a batch) now", value=snapshot.busy
+    )
     if snapshot.budget is not None:
         in_use, cores = snapshot.budget
-        yield GaugeMetricFamily("mme_cpu_budget_threads", "torch threads the CPU budget "
-                                "shares among the workers (MME_CPU_BUDGET)", value=cores)
-        yield GaugeMetricFamily("mme_cpu_budget_threads_in_use", "threads of the CPU budget "
-                                "granted to invocations now", value=in_use)
-    wait = HistogramMetricFamily("mme_queue_wait_seconds", "time an invocation waited in the "
-                                 "gateway's queue for a free worker and its grant of the CPU "
-                                 "budget")
+        yield GaugeMetricFamily(
+            "mme_cpu_budget_threads",
+            "torch threads the CPU budget shares among the workers (MME_CPU_BUDGET)",
+            value=cores,
+        )
+        yield GaugeMetricFamily(
+            "mme_cpu_budget_threads_in_use",
+            "threads of the CPU budget granted to invocations now",
+            value=in_use,
+        )
+    wait = HistogramMetricFamily(
+        "mme_queue_wait_seconds",
+        "time an invocation waited in the "
+        "gateway's queue for a free worker and its grant of the CPU "
+        "budget",
+    )
     wait.add_metric([], snapshot.queue_wait.buckets(), snapshot.queue_wait.total)
     yield wait
     yield CounterMetricFamily(
-        "mme_worker_restarts", "workers that MMS started again after one died, every model",
-        value=snapshot.retired_restarts + sum(use.restarts for use in usages.values()))
+        "mme_worker_restarts",
+        "workers that MMS started again after one died, every model",
+        value=snapshot.retired_restarts + sum(use.restarts for use in usages.values()),
+    )
     yield CounterMetricFamily("mme_unloads", "UNLOADs, every model", value=snapshot.unloads)
-    yield CounterMetricFamily("mme_load_failures", "LOADs that failed, every model",
-                              value=snapshot.load_failures)
+    yield CounterMetricFamily(
+        "mme_load_failures", "LOADs that failed, every model", value=snapshot.load_failures
+    )

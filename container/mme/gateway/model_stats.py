@@ -10,8 +10,23 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 # Seconds: from a no-op model's answer (~1 ms) to SageMaker's 60 s limit.
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                     10.0, 30.0, 60.0)
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 class Histogram:
@@ -80,6 +95,15 @@ class ModelStats:
 
     def copy(self) -> ModelStats:
         """An independent copy, for a scrape to read off the event loop."""
-        return ModelStats(self.model_name, self.target_model, self.loaded, self.requests,
-                          dict(self.errors), self.latency.copy(), self.load_seconds,
-                          dict(self.load_failures), self.unloads, self.final_restarts)
+        return ModelStats(
+            self.model_name,
+            self.target_model,
+            self.loaded,
+            self.requests,
+            dict(self.errors),
+            self.latency.copy(),
+            self.load_seconds,
+            dict(self.load_failures),
+            self.unloads,
+            self.final_restarts,
+        )

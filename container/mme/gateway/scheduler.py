@@ -77,8 +77,9 @@ class _Model:
 class Scheduler:
     """Queues invocations per model and sends them to MMS with grants of threads."""
 
-    def __init__(self, send: Send, cores: int, workers_per_model: int, queue_size: int,
-                 max_batch_bytes: int) -> None:
+    def __init__(
+        self, send: Send, cores: int, workers_per_model: int, queue_size: int, max_batch_bytes: int
+    ) -> None:
         """``cores`` 0: no CPU budget (every worker keeps its own thread count)."""
         self.cores = cores
         self.free = cores
@@ -153,8 +154,7 @@ class Scheduler:
             self._turns.popleft()
             if model.waiting:
                 self._turns.append(name)
-            task = asyncio.get_running_loop().create_task(
-                self._answer(model, batch, threads))
+            task = asyncio.get_running_loop().create_task(self._answer(model, batch, threads))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
@@ -177,8 +177,11 @@ class Scheduler:
     def _take_batch(self, model: _Model) -> list[_Pending]:
         batch = [model.waiting.popleft()]
         size = len(batch[0].request.body)
-        while model.waiting and len(batch) < model.max_batch and \
-                size + len(model.waiting[0].request.body) <= self._max_batch_bytes:
+        while (
+            model.waiting
+            and len(batch) < model.max_batch
+            and size + len(model.waiting[0].request.body) <= self._max_batch_bytes
+        ):
             size += len(model.waiting[0].request.body)
             batch.append(model.waiting.popleft())
         return batch
@@ -240,26 +243,41 @@ class Scheduler:
         if own:
             model.own_threads = own
 
-    async def _send_batch(self, batch: list[_Pending], grant: list[tuple[bytes, bytes]]
-                          ) -> list[Response]:
+    async def _send_batch(
+        self, batch: list[_Pending], grant: list[tuple[bytes, bytes]]
+    ) -> list[Response]:
         parts = [batch_wire.Part(p.request.body, _text_headers(p.request)) for p in batch]
-        packed = Request("POST", batch[0].request.target, [
-            (b"Content-Type", batch_wire.CONTENT_TYPE.encode()),
-            (batch_wire.BATCH_HEADER.encode(), b"%d" % len(batch)), *grant,
-        ], batch_wire.encode(parts, with_status=False))
+        packed = Request(
+            "POST",
+            batch[0].request.target,
+            [
+                (b"Content-Type", batch_wire.CONTENT_TYPE.encode()),
+                (batch_wire.BATCH_HEADER.encode(), b"%d" % len(batch)),
+                *grant,
+            ],
+            batch_wire.encode(parts, with_status=False),
+        )
         answer = await self._send(packed)
         if answer.header(b"content-type") != batch_wire.CONTENT_TYPE.encode():
             return [answer] * len(batch)  # MMS answered for all of them (404, Worker died...)
         own = answer.header(OWN_THREADS.lower().encode())
         extra = [(OWN_THREADS.encode(), own)] if own else []
-        return [Response(part.status, [(k.encode("latin-1"), v.encode("latin-1"))
-                                       for k, v in part.headers] + extra, part.body)
-                for part in batch_wire.decode(answer.body)]
+        return [
+            Response(
+                part.status,
+                [(k.encode("latin-1"), v.encode("latin-1")) for k, v in part.headers] + extra,
+                part.body,
+            )
+            for part in batch_wire.decode(answer.body)
+        ]
 
 
 def _text_headers(request: Request) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers
-            if k.lower() not in HOP_BY_HOP]
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in request.headers
+        if k.lower() not in HOP_BY_HOP
+    ]
 
 
 def _own_threads(answer: Response) -> int:

@@ -71,8 +71,13 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        response = Response(self._parser.get_status_code(), self._headers, b"".join(self._body),
-                            self._reason, self._parser.should_keep_alive())
+        response = Response(
+            self._parser.get_status_code(),
+            self._headers,
+            b"".join(self._body),
+            self._reason,
+            self._parser.should_keep_alive(),
+        )
         self._reset()
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done():
@@ -120,8 +125,11 @@ class Upstream:
     def _take_idle(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.lost and connection.transport and \
-                    not connection.transport.is_closing():
+            if (
+                not connection.lost
+                and connection.transport
+                and not connection.transport.is_closing()
+            ):
                 return connection
         return None
 

@@ -83,8 +83,9 @@ class Backend:
                 os.close(fd)
 
 
-def open_backend(request: dict[str, Any], fds: list[int], stand_in: socket.socket,
-                 stand_in_pid: int) -> Backend | None:
+def open_backend(
+    request: dict[str, Any], fds: list[int], stand_in: socket.socket, stand_in_pid: int
+) -> Backend | None:
     """Serve the backend that ``request`` starts, for the stand-in ``stand_in_pid``; None
     when the request is not MMS's backend on a unix socket, or its socket cannot be had
     (then the stock backend runs in a forked child and reports its own error).
@@ -93,8 +94,12 @@ def open_backend(request: dict[str, Any], fds: list[int], stand_in: socket.socke
     """
     argv: list[str] = request["argv"]
     path = option(argv, "--sock-name")
-    if not argv or not is_model_worker(argv[0]) or option(argv, "--sock-type") != "unix" \
-            or not path:
+    if (
+        not argv
+        or not is_model_worker(argv[0])
+        or option(argv, "--sock-type") != "unix"
+        or not path
+    ):
         return None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -105,8 +110,9 @@ def open_backend(request: dict[str, Any], fds: list[int], stand_in: socket.socke
         listener.setblocking(False)
         _announce(fds[1], path, stand_in_pid)
     except OSError as exc:
-        logger.warning("prefork: cannot serve the backend on %s (%s); forking a stock one",
-                       path, exc)
+        logger.warning(
+            "prefork: cannot serve the backend on %s (%s); forking a stock one", path, exc
+        )
         listener.close()
         return None
     return Backend(request, fds, listener, stand_in)
@@ -115,6 +121,8 @@ def open_backend(request: dict[str, Any], fds: list[int], stand_in: socket.socke
 def _announce(stdout: int, path: str, pid: int) -> None:
     # What MMS's backend logs as it starts: MMS waits for "MMS worker started." and takes
     # the backend's pid from "[PID]": the stand-in's, the process that MMS started.
-    lines = (f"Listening on port: {path}\n[PID] {pid}\nMMS worker started.\n"
-             f"Python runtime: {platform.python_version()}\n")
+    lines = (
+        f"Listening on port: {path}\n[PID] {pid}\nMMS worker started.\n"
+        f"Python runtime: {platform.python_version()}\n"
+    )
     os.write(stdout, lines.encode("utf-8"))

@@ -56,8 +56,9 @@ def _physical_cores() -> int | None:
     return psutil.cpu_count(logical=False)
 
 
-def become_worker(request: dict[str, Any], fds: list[int], base_path: list[str],
-                  launcher_fd: int) -> NoReturn:
+def become_worker(
+    request: dict[str, Any], fds: list[int], base_path: list[str], launcher_fd: int
+) -> NoReturn:
     """Turn this freshly forked process into the program ``request`` runs; never returns.
 
     ``launcher_fd`` is the zygote's end of the launcher's connection: when it closes
@@ -78,8 +79,9 @@ def become_worker(request: dict[str, Any], fds: list[int], base_path: list[str],
     _finish(code)
 
 
-def serve_connection(request: dict[str, Any], fds: list[int], base_path: list[str],
-                     stand_in_fd: int, conn_fd: int) -> NoReturn:
+def serve_connection(
+    request: dict[str, Any], fds: list[int], base_path: list[str], stand_in_fd: int, conn_fd: int
+) -> NoReturn:
     """Serve MMS's connection ``conn_fd`` to the backend that ``request`` started, with
     MMS's worker code; never returns.
 
@@ -147,9 +149,13 @@ def _text_stream(fd: int, mode: str, old: Any, line_buffering: bool) -> io.TextI
     buffered: io.BufferedReader | io.BufferedWriter = (
         io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
     )
-    return io.TextIOWrapper(buffered, encoding=old.encoding, errors=old.errors,
-                            line_buffering=line_buffering,
-                            write_through=bool(getattr(old, "write_through", False)))
+    return io.TextIOWrapper(
+        buffered,
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=line_buffering,
+        write_through=bool(getattr(old, "write_through", False)),
+    )
 
 
 def _enter(request: dict[str, Any], base_path: list[str], script_dir: bool) -> None:
@@ -205,9 +211,11 @@ def _set_thread_count(wanted: int) -> None:
 def _log_spawn(launcher_started: float) -> None:
     # The configuration MMS's worker script makes first thing (a no-op for it then).
     logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO)
-    _log_phase("spawn", time.time() - launcher_started,
-               f"from the launcher's start to a worker forked from the warm parent, "
-               f"pid {os.getpid()}")
+    _log_phase(
+        "spawn",
+        time.time() - launcher_started,
+        f"from the launcher's start to a worker forked from the warm parent, pid {os.getpid()}",
+    )
 
 
 def _log_phase(phase: str, seconds: float, detail: str) -> None:
@@ -245,8 +253,15 @@ def _start_mms_worker(argv: list[str], conn_fd: int) -> None:
     for handler in handlers:
         handler.setLevel(logging.WARNING)
     try:
-        worker = MXNetModelServiceWorker("unix", f"{sock_name}.{os.getpid()}", None, None,
-                                         None, preload, option(argv, "--tmp-dir"))
+        worker = MXNetModelServiceWorker(
+            "unix",
+            f"{sock_name}.{os.getpid()}",
+            None,
+            None,
+            None,
+            preload,
+            option(argv, "--tmp-dir"),
+        )
     finally:
         for handler in handlers:
             handler.setLevel(logging.NOTSET)

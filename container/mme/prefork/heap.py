@@ -33,17 +33,32 @@ _held: list[object] = []  # the filled blocks: referenced for the zygote's life
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def fill_free_blocks() -> None:
     """Take every free block of both allocators (call after the imports and a collection)."""
     objects = _fill_small_objects()
     chunks = _fill_malloc()
-    logger.info("prefork: filled %d free object blocks and %d KiB of free malloc chunks",
-                objects, chunks // 1024)
+    logger.info(
+        "prefork: filled %d free object blocks and %d KiB of free malloc chunks",
+        objects,
+        chunks // 1024,
+    )
 
 
 def _available_blocks() -> dict[int, int]:
@@ -111,4 +126,3 @@ def _fill_malloc() -> int:
             taken += size
         size //= 2
     return taken
-

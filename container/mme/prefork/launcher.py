@@ -30,8 +30,14 @@ from typing import Any, NoReturn
 
 from mme.prefork import protocol
 
-RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGUSR2)
+RELAYED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 ZYGOTE_WAIT_S = 120.0  # as long as MMS waits for a worker to start
 CONNECT_POLL_S = 0.05
 LOST_ZYGOTE_EXIT_CODE = 70  # EX_SOFTWARE: the zygote went away while the child ran
@@ -87,12 +93,18 @@ def write_launcher(path: str, socket_path: str) -> str:
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(mme.__file__)))
     with open(path, "w", encoding="utf-8") as out:
-        out.write(_SCRIPT.format(python=sys.executable, package_root=package_root,
-                                 socket_path=socket_path))
+        out.write(
+            _SCRIPT.format(
+                python=sys.executable, package_root=package_root, socket_path=socket_path
+            )
+        )
     os.chmod(path, 0o755)
     with open(path + STAND_IN_SUFFIX, "w", encoding="utf-8") as out:
-        out.write(_STAND_IN.replace("__SIGNALS__", _numbers(RELAYED_SIGNALS))
-                  .replace("__LOST__", str(LOST_ZYGOTE_EXIT_CODE)))
+        out.write(
+            _STAND_IN.replace("__SIGNALS__", _numbers(RELAYED_SIGNALS)).replace(
+                "__LOST__", str(LOST_ZYGOTE_EXIT_CODE)
+            )
+        )
     return path
 
 
@@ -106,8 +118,12 @@ def main(socket_path: str, python: str) -> int:
     sock = _connect(socket_path)
     if sock is None:
         _run_stock_worker(python, received, "the prefork zygote is not running")
-    request = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
-               "started": started}
+    request = {
+        "argv": sys.argv[1:],
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "started": started,
+    }
     protocol.send_request(sock, request, protocol.STD_FDS)
     child = protocol.receive_pid(sock)
     if child is None:
@@ -175,8 +191,14 @@ def _become_stand_in(sock: socket.socket, child: int, received: list[int]) -> No
     else:
         os.dup2(sock.fileno(), ZYGOTE_FD)  # inheritable
     script = sys.argv[0] + STAND_IN_SUFFIX
-    arguments: list[Any] = [SHELL, script, sys.argv[0], str(child),
-                            _numbers(received), *sys.argv[1:]]
+    arguments: list[Any] = [
+        SHELL,
+        script,
+        sys.argv[0],
+        str(child),
+        _numbers(received),
+        *sys.argv[1:],
+    ]
     try:
         os.execv(SHELL, arguments)
     except OSError as exc:

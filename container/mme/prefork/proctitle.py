@@ -39,8 +39,11 @@ def set_command_line(argv: list[str]) -> bool:
     try:
         start, end = _argument_area()
         if len(encoded) > end - start:
-            logger.warning("prefork: the command line (%d bytes) does not fit in %d bytes",
-                           len(encoded), end - start)
+            logger.warning(
+                "prefork: the command line (%d bytes) does not fit in %d bytes",
+                len(encoded),
+                end - start,
+            )
             return False
         # NULs fill the rest: ps shows nothing for them (psutil, empty trailing arguments),
         # and the area must end in a NUL, or Linux reads it as one setproctitle string.

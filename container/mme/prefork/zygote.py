@@ -102,8 +102,9 @@ class Zygote:
         launcher.backend = open_backend(request, fds, conn, _peer_pid(conn))
         if launcher.backend is None:
             try:
-                launcher.child = self._fork(lambda: become_worker(
-                    request, fds, self.base_path, conn.fileno()))
+                launcher.child = self._fork(
+                    lambda: become_worker(request, fds, self.base_path, conn.fileno())
+                )
             except OSError as exc:
                 logger.error("prefork: cannot fork a worker: %s", exc)
                 conn.close()  # the launcher sees the zygote go and fails the worker's start
@@ -114,8 +115,9 @@ class Zygote:
             self.children[launcher.child] = launcher
         else:
             self.sockets[launcher.backend.socket_path] = launcher.backend
-            self.selector.register(launcher.backend.listener, selectors.EVENT_READ,
-                                   launcher.backend)
+            self.selector.register(
+                launcher.backend.listener, selectors.EVENT_READ, launcher.backend
+            )
         self.selector.register(conn, selectors.EVENT_READ, launcher)
         protocol.send_reply(conn, protocol.PID_REPLY, launcher.child)
 
@@ -125,9 +127,15 @@ class Zygote:
         if conn is None:
             return
         try:
-            pid = self._fork(lambda: serve_connection(
-                backend.request, backend.std_fds, self.base_path, backend.stand_in.fileno(),
-                conn.detach()))
+            pid = self._fork(
+                lambda: serve_connection(
+                    backend.request,
+                    backend.std_fds,
+                    self.base_path,
+                    backend.stand_in.fileno(),
+                    conn.detach(),
+                )
+            )
         except OSError as exc:
             logger.error("prefork: cannot fork a worker: %s", exc)
             return  # MMS sees its connection close and tries again
@@ -162,8 +170,9 @@ class Zygote:
             if os.WIFSIGNALED(status):
                 protocol.send_reply(launcher.conn, protocol.SIGNAL_REPLY, os.WTERMSIG(status))
             else:
-                protocol.send_reply(launcher.conn, protocol.EXIT_REPLY,
-                                    os.waitstatus_to_exitcode(status))
+                protocol.send_reply(
+                    launcher.conn, protocol.EXIT_REPLY, os.waitstatus_to_exitcode(status)
+                )
             self._forget(launcher)
 
     def _launcher_gone(self, launcher: Launcher) -> None:
@@ -212,8 +221,9 @@ def _worker_ended(backend: Backend, pid: int) -> None:
 
 def _peer_pid(conn: socket.socket) -> int:
     """The pid of the process at the other end of ``conn`` (the launcher, soon its stand-in)."""
-    pid, _uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                    _UCRED.size))
+    pid, _uid, _gid = _UCRED.unpack(
+        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
     return int(pid)
 
 
@@ -228,7 +238,7 @@ def _base_path() -> list[str]:
     # sys.path is [our cwd, *PYTHONPATH entries, *interpreter paths]; a child rebuilds the
     # first two from its own request, and keeps the rest.
     own = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return sys.path[1 + len(own):]
+    return sys.path[1 + len(own) :]
 
 
 def _listen(path: str) -> socket.socket:
@@ -248,14 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("socket")
     parser.add_argument("--argv-room", default="", help="spare room for workers' command lines")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s [%(levelname)s] %(name)s - %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s [%(levelname)s] %(name)s - %(message)s",
+    )
     base_path = _base_path()
     seconds = preload()
     _become_subreaper()
     # Said before the socket appears: `mme serve` reports itself ready once it has.
-    logger.info("prefork: the warm parent (pid %d) imported the serving stack in %.1f s",
-                os.getpid(), seconds)
+    logger.info(
+        "prefork: the warm parent (pid %d) imported the serving stack in %.1f s",
+        os.getpid(),
+        seconds,
+    )
     Zygote(_listen(args.socket), base_path).run()
     return 0
 

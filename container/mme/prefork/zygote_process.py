@@ -43,8 +43,10 @@ class ZygoteProcess:
 
     def __init__(self, temp_dir: str) -> None:
         if os.statvfs(temp_dir).f_flag & os.ST_NOEXEC:
-            raise ZygoteError(f"{temp_dir} is on a noexec file system, so the workers' "
-                              "launcher cannot run from it")
+            raise ZygoteError(
+                f"{temp_dir} is on a noexec file system, so the workers' "
+                "launcher cannot run from it"
+            )
         self.socket_path = os.path.join(temp_dir, SOCKET_NAME)
         self.launcher = write_launcher(os.path.join(temp_dir, LAUNCHER_NAME), self.socket_path)
         self._temp_dir = temp_dir
@@ -58,10 +60,12 @@ class ZygoteProcess:
         """Start the zygote as the leader of a new process group (see :meth:`stop`)."""
         self._env = env
         command = dying_with_parent(
-            [sys.executable, "-m", "mme.prefork.zygote", self.socket_path, ROOM_ARGUMENT])
+            [sys.executable, "-m", "mme.prefork.zygote", self.socket_path, ROOM_ARGUMENT]
+        )
         try:
-            self.process = subprocess.Popen(command, env=env, cwd=self._temp_dir,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, cwd=self._temp_dir, start_new_session=True
+            )
         except OSError as exc:
             raise ZygoteError(f"cannot start the prefork zygote: {exc}") from exc
 
@@ -70,8 +74,10 @@ class ZygoteProcess:
         assert self.process is not None
         code = self.process.poll()
         if code is not None:
-            raise ZygoteError(f"the prefork zygote exited with code {code} before it was ready "
-                              "(see its log above; MME_WORKER_MODE=stock avoids it)")
+            raise ZygoteError(
+                f"the prefork zygote exited with code {code} before it was ready "
+                "(see its log above; MME_WORKER_MODE=stock avoids it)"
+            )
         return os.path.exists(self.socket_path)
 
     def watch(self) -> None:
@@ -87,9 +93,13 @@ class ZygoteProcess:
                 continue
             failures = 1 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
             delay = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
-            logger.error("the prefork zygote (pid %d) exited with code %s; the workers it "
-                         "forked go on serving; a new zygote starts in %.0f s",
-                         self.process.pid, code, delay)
+            logger.error(
+                "the prefork zygote (pid %d) exited with code %s; the workers it "
+                "forked go on serving; a new zygote starts in %.0f s",
+                self.process.pid,
+                code,
+                delay,
+            )
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.socket_path)  # launchers wait for the new one to bind it
             if self._stopping.wait(delay) or not self._restart():

@@ -43,6 +43,21 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def fronting(container_url: str, models: str | Path, cache: Path) -> list[str]:
+    """`mme endpoint`'s options to serve ``models`` through the running ``mme serve`` at
+    ``container_url``, sharing ``cache`` with it as its models folder."""
+    return [
+        "--model-data-url",
+        str(models),
+        "--cache-dir",
+        str(cache),
+        "--container-url",
+        container_url,
+        "--container-models-dir",
+        str(cache),
+    ]
+
+
 class Endpoint(ServerProcess):
     """`mme endpoint` with the given options, on a free port."""
 

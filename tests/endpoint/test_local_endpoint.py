@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from harness.endpoint import ContainerProcess, Endpoint, base_env
+from harness.endpoint import ContainerProcess, Endpoint, base_env, fronting
 from harness.models import SCALED_INPUT, jpeg_bytes, scaled_output
 from harness.polling import settle, wait_until
 from tests.endpoint.conftest import SCALES
@@ -51,17 +51,7 @@ def make_endpoint(
         cache = tmp_path / "cache"
         endpoint = Endpoint(
             NAME,
-            [
-                "--model-data-url",
-                str(folder),
-                "--cache-dir",
-                str(cache),
-                "--container-url",
-                container.url,
-                "--container-models-dir",
-                str(cache),
-                *options,
-            ],
+            [*fronting(container.url, folder, cache), *options],
             tmp_path / "endpoint.log",
         )
         started.append(endpoint)
@@ -301,16 +291,7 @@ def test_resnet_18_answers_the_top_5_through_boto3(
     cache = tmp_path / "cache"
     endpoint = Endpoint(
         NAME,
-        [
-            "--model-data-url",
-            str(resnet_folder),
-            "--cache-dir",
-            str(cache),
-            "--container-url",
-            container.url,
-            "--container-models-dir",
-            str(cache),
-        ],
+        fronting(container.url, resnet_folder, cache),
         tmp_path / "ep.log",
     )
     endpoint.start(base_env())

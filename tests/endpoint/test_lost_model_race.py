@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from harness.endpoint import Endpoint, base_env
+from harness.endpoint import Endpoint, base_env, fronting
 from tests.http_threads import JSONHandler, LoopbackHTTPServer, serving
 
 RACE_TIMEOUT_S = 20
@@ -100,16 +100,7 @@ def endpoint(
     cache = tmp_path / "cache"
     server = Endpoint(
         "race",
-        [
-            "--model-data-url",
-            str(folder),
-            "--cache-dir",
-            str(cache),
-            "--container-url",
-            container.url,
-            "--container-models-dir",
-            str(cache),
-        ],
+        fronting(container.url, folder, cache),
         tmp_path / "endpoint.log",
     )
     server.start(base_env())

@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from harness.endpoint import ContainerProcess, Endpoint, base_env
+from harness.endpoint import ContainerProcess, Endpoint, base_env, fronting
 from harness.models import scaled_model
 from mme.packaging import pack
 from tests.faults.test_bad_input import bodies, content_types, header_values
@@ -53,16 +53,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     container = ContainerProcess(root / "serve.log").start_serving()
     server = Endpoint(
         NAME,
-        [
-            "--model-data-url",
-            str(root / "models"),
-            "--cache-dir",
-            str(cache),
-            "--container-url",
-            container.url,
-            "--container-models-dir",
-            str(cache),
-        ],
+        fronting(container.url, root / "models", cache),
         root / "endpoint.log",
     )
     try:

@@ -12,13 +12,17 @@ scrape of /metrics while the model is loaded is timed too. All traffic goes to 1
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from bench import report
 from bench.models import noop_model
 from bench.stats import latency
 from harness.servers import NativeServer
@@ -30,18 +34,25 @@ HEADERS = {
     "X-Amzn-SageMaker-Target-Model": "noop.tar.gz",
 }
 WARM_UP_REQUESTS = 200
+ON, OFF = "metrics on", "metrics off"
 TIMEOUT_S = 60
 
 
-def _arguments() -> argparse.Namespace:
+def _arguments() -> MetricsCostOptions:
     parser = argparse.ArgumentParser(
         prog="python -m bench.metrics_cost",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per server (default 10)")
+    defaults = MetricsCostOptions()
     parser.add_argument(
-        "--requests", type=int, default=300, help="sequential invocations per round (default 300)"
+        "--rounds", type=int, default=defaults.rounds, help="rounds per server (default 10)"
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=defaults.requests,
+        help="sequential invocations per round (default 300)",
     )
     parser.add_argument(
         "--mode",
@@ -49,7 +60,8 @@ def _arguments() -> argparse.Namespace:
         default="prefork",
         help="MME_WORKER_MODE of both servers (default prefork)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    return MetricsCostOptions(args.rounds, args.requests, args.mode)
 
 
 def _invocations(session: requests.Session, url: str, count: int) -> list[float]:
@@ -66,70 +78,127 @@ def _invocations(session: requests.Session, url: str, count: int) -> list[float]
     return seconds
 
 
-def main() -> None:
-    """Measure and print a Markdown table."""
-    args = _arguments()
-    with tempfile.TemporaryDirectory(prefix="metrics-cost-") as folder:
-        root = Path(folder)
-        noop_model(root / "noop" / "model")
-        servers = {
-            label: NativeServer(
-                root,
-                env={"MME_WORKER_MODE": args.mode, **env},
-                log_path=root / f"serve-{label}.log",
-            )
-            for label, env in (("metrics on", {}), ("metrics off", {"MME_METRICS": "off"}))
-        }
-        sessions = {label: requests.Session() for label in servers}
-        try:
-            for label, server in servers.items():
-                server.start()
-                loaded = sessions[label].post(
-                    f"{server.url}/models",
-                    timeout=TIMEOUT_S,
-                    json={"model_name": "noop", "url": server.model_url("noop")},
-                )
-                loaded.raise_for_status()
-                _invocations(sessions[label], server.url, WARM_UP_REQUESTS)
-            seconds: dict[str, list[float]] = {label: [] for label in servers}
-            medians: dict[str, list[float]] = {label: [] for label in servers}
-            for round_number in range(args.rounds):
-                order = list(servers) if round_number % 2 == 0 else list(servers)[::-1]
-                for label in order:
-                    taken = _invocations(sessions[label], servers[label].url, args.requests)
-                    seconds[label] += taken
-                    medians[label].append(statistics.median(taken))
-            scrapes = []
-            for _ in range(20):
-                started = time.perf_counter()
-                sessions["metrics on"].get(
-                    f"{servers['metrics on'].url}/metrics", timeout=TIMEOUT_S
-                ).raise_for_status()
-                scrapes.append(time.perf_counter() - started)
-        finally:
-            for server in servers.values():
-                server.stop()
-    print(
-        f"{args.rounds} interleaved rounds of {args.requests} sequential invocations of a "
-        f"no-op model ({args.mode} workers)\n"
-    )
-    print("| server | p50 ms | p99 ms | median of round medians ms |")
-    print("|---|---|---|---|")
-    for label in servers:
-        stats = latency(seconds[label])
-        print(
-            f"| {label} | {stats['p50_ms']:.3f} | {stats['p99_ms']:.3f} | "
-            f"{statistics.median(medians[label]) * 1000:.3f} |"
+@dataclass(frozen=True)
+class MetricsCostOptions:
+    """How many interleaved rounds, of how many sequential invocations, in which worker mode."""
+
+    rounds: int = 10
+    requests: int = 300
+    mode: str = "prefork"
+
+
+def benchmark(options: MetricsCostOptions, root: Path, out_dir: Path, note: str) -> list[Path]:
+    """Measure under ``root``; write metrics-cost.json and .md under ``out_dir``."""
+    results = _results(options, root, note)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "metrics-cost.json", out_dir / "metrics-cost.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(markdown(results))
+    return [json_path, md_path]
+
+
+def _results(options: MetricsCostOptions, root: Path, note: str) -> dict[str, Any]:
+    started = time.monotonic()
+    results = {
+        "machine": report.machine(),
+        "revision": report.revision(),
+        "options": asdict(options),
+        "note": note,
+        **measure(options, root),
+    }
+    results["seconds"] = time.monotonic() - started
+    return results
+
+
+def measure(options: MetricsCostOptions, root: Path) -> dict[str, Any]:
+    """Both servers under ``root``, in interleaved rounds; the results as plain data."""
+    noop_model(root / "noop" / "model")
+    servers = {
+        label: NativeServer(
+            root,
+            env={"MME_WORKER_MODE": options.mode, **env},
+            log_path=root / f"serve-{label.replace(' ', '-')}.log",
         )
-    differences = [
-        (on - off) * 1e6
-        for on, off in zip(medians["metrics on"], medians["metrics off"], strict=True)
+        for label, env in ((ON, {}), (OFF, {"MME_METRICS": "off"}))
+    }
+    sessions = {label: requests.Session() for label in servers}
+    try:
+        for label, server in servers.items():
+            server.start()
+            loaded = sessions[label].post(
+                f"{server.url}/models",
+                timeout=TIMEOUT_S,
+                json={"model_name": "noop", "url": server.model_url("noop")},
+            )
+            loaded.raise_for_status()
+            _invocations(sessions[label], server.url, WARM_UP_REQUESTS)
+        seconds: dict[str, list[float]] = {label: [] for label in servers}
+        medians: dict[str, list[float]] = {label: [] for label in servers}
+        for round_number in range(options.rounds):
+            order = list(servers) if round_number % 2 == 0 else list(servers)[::-1]
+            for label in order:
+                taken = _invocations(sessions[label], servers[label].url, options.requests)
+                seconds[label] += taken
+                medians[label].append(statistics.median(taken))
+        scrapes = [_scrape_s(sessions[ON], servers[ON].url) for _ in range(20)]
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {
+        "servers": {
+            label: {**latency(seconds[label]), "round_medians_s": medians[label]}
+            for label in servers
+        },
+        "differences_us": [
+            (on - off) * 1e6 for on, off in zip(medians[ON], medians[OFF], strict=True)
+        ],
+        "scrape_p50_ms": statistics.median(scrapes) * 1000,
+    }
+
+
+def _scrape_s(session: requests.Session, url: str) -> float:
+    started = time.perf_counter()
+    session.get(f"{url}/metrics", timeout=TIMEOUT_S).raise_for_status()
+    return time.perf_counter() - started
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as a Markdown page."""
+    options = results["options"]
+    lines = [
+        "# `make bench`: what the Prometheus metrics cost an invocation",
+        "",
+        f"{options['rounds']} interleaved rounds of {options['requests']} sequential "
+        f"invocations of a no-op model ({options['mode']} workers), one server with the "
+        "metrics and one with `MME_METRICS=off`, side by side.",
+        "",
+        "| server | p50 ms | p99 ms | median of round medians ms |",
+        "|---|---|---|---|",
     ]
-    print(
-        f"\nper round, on minus off (µs): {', '.join(f'{d:+.0f}' for d in differences)}; "
-        f"median {statistics.median(differences):+.0f} µs"
-    )
-    print(f"GET /metrics with one model loaded: median {statistics.median(scrapes) * 1000:.2f} ms")
+    for label, stats in results["servers"].items():
+        lines.append(
+            f"| {label} | {stats['p50_ms']:.3f} | {stats['p99_ms']:.3f} | "
+            f"{statistics.median(stats['round_medians_s']) * 1000:.3f} |"
+        )
+    differences = results["differences_us"]
+    lines += [
+        "",
+        f"Per round, on minus off (µs): {', '.join(f'{d:+.0f}' for d in differences)}; "
+        f"median {statistics.median(differences):+.0f} µs.",
+        f"GET /metrics with one model loaded: median {results['scrape_p50_ms']:.2f} ms.",
+        "",
+        f"Machine: {results['machine']}; revision {results['revision']}; "
+        f"{results['seconds']:.0f} s. {results['note']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Measure and print the Markdown page."""
+    options = _arguments()
+    with tempfile.TemporaryDirectory(prefix="metrics-cost-") as folder:
+        print(markdown(_results(options, Path(folder), note="")))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""`make bench`: three benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
+"""`make bench`: four benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
 
-    python -m bench.run [--only workers|traffic|density] [--out bench/results] [--seconds 4]
+    python -m bench.run [--only workers|traffic|density|metrics] [--out bench/results] [--seconds 4]
                         [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
 
 workers: `mme serve` with MMS's stock workers against pre-forked ones: cold LOADs, warm
@@ -12,6 +12,8 @@ traffic: the traffic MME is for, for the stock stack as users run it (the SageMa
 density: tiny models, 1 to --density-models in one prefork server (a few with MMS's stock
   workers beside): memory, processes, threads, files, LOAD and invoke p50 against the count
   (density.json, .md, .png; see bench/density.py).
+metrics: what the Prometheus metrics cost an invocation: a no-op model through two servers,
+  metrics on and off, in interleaved rounds (metrics-cost.json, .md; see bench/metrics_cost.py).
 
 Servers that are compared run at the same time and take turns, so that a busy machine
 slows both alike. Goals are printed, pass or fail; the run never fails on them.
@@ -29,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import density, models, report, traffic, traffic_report
+from bench import density, metrics_cost, models, report, traffic, traffic_report
 from bench.floor import InProcess
 from bench.rounds import interleaved
 from bench.scenarios import (
@@ -49,7 +51,7 @@ from bench.traffic import TrafficOptions
 from harness.models import jpeg_bytes
 
 MODES = ("stock", "prefork")
-PARTS = ("workers", "traffic", "density")
+PARTS = ("workers", "traffic", "density", "metrics")
 CLIENTS = (1, 4, 16)
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = (
@@ -65,7 +67,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--only", choices=PARTS, default=None, help="run one benchmark only (default: both)"
+        "--only", choices=PARTS, default=None, help="run one benchmark only (default: all)"
     )
     parser.add_argument(
         "--repetitions",
@@ -318,7 +320,7 @@ def _traffic(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks (both, or ``--only`` one); write bench/results/ (JSON, Markdown, PNG)."""
+    """Run the benchmarks (all, or ``--only`` one); write bench/results/ (JSON, Markdown, PNG)."""
     args = _arguments(argv)
     # SIGTERM (a timeout, a kill) ends the run through the finally blocks that stop servers.
     exit_on_sigterm()
@@ -333,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mme-bench-") as temp:
         root = Path(temp)
         root.chmod(0o755)
-        urls = _build_models(root, args.skip_resnet_152 or args.only == "traffic")
+        urls = (
+            _build_models(root, args.skip_resnet_152 or args.only == "traffic")
+            if args.only in (None, "workers", "traffic")
+            else {}
+        )
         if args.only in (None, "workers"):
             written += _worker_modes(args, root, urls, image)
             print(written[1].read_text())
@@ -348,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                 NOTE,
             )
             print(written[-2].read_text())
+        if args.only in (None, "metrics"):
+            written += metrics_cost.benchmark(
+                metrics_cost.MetricsCostOptions(), root / "metrics", args.out, NOTE
+            )
+            print(written[-1].read_text())
     print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")
     return 0
 

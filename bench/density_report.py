@@ -7,13 +7,13 @@ the server with no model loaded.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bench import report
 from bench.plots import COLOURS
 
 GOAL_USS_MIB = 10.0
@@ -281,8 +281,7 @@ def _panel(
 
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write density.json, density.md and density.png under ``out_dir``; return them."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "density.json", out_dir / "density.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return [json_path, md_path, plot(results, out_dir / "density.png")]
+    return [
+        *report.write_pages(results, out_dir, "density", markdown),
+        plot(results, out_dir / "density.png"),
+    ]

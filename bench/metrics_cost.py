@@ -12,7 +12,6 @@ scrape of /metrics while the model is loaded is timed too. All traffic goes to 1
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -89,12 +88,7 @@ class MetricsCostOptions:
 
 def benchmark(options: MetricsCostOptions, root: Path, out_dir: Path, note: str) -> list[Path]:
     """Measure under ``root``; write metrics-cost.json and .md under ``out_dir``."""
-    results = _results(options, root, note)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "metrics-cost.json", out_dir / "metrics-cost.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return [json_path, md_path]
+    return report.write_pages(_results(options, root, note), out_dir, "metrics-cost", markdown)
 
 
 def _results(options: MetricsCostOptions, root: Path, note: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,21 @@ def environment() -> dict[str, str]:
     }
 
 
+def write_pages(
+    results: dict[str, Any], out_dir: Path, stem: str, page: Callable[[dict[str, Any]], str]
+) -> list[Path]:
+    """Write ``<stem>.json`` (the results) and ``<stem>.md`` (``page`` of them) under
+    ``out_dir``; return both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(page(results))
+    return [json_path, md_path]
+
+
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write ``results.json``, ``results.md`` and the PNG plots under ``out_dir``; return them."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return [json_path, md_path, *write_plots(results, out_dir)]
+    return [*write_pages(results, out_dir, "results", markdown), *write_plots(results, out_dir)]
 
 
 def _ratio(stock: float, prefork: float) -> str:

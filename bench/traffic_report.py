@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.plots import render, traffic_panels
 from bench.shapes import P50, RPS, SHAPES
 
@@ -237,8 +238,7 @@ def _stock_drift(results: dict[str, Any]) -> float | None:
 
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write mme-traffic.json, .md and .png under ``out_dir``; return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{KIND}.json", out_dir / f"{KIND}.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return [json_path, md_path, render(traffic_panels(results), out_dir / f"{KIND}.png")]
+    return [
+        *report.write_pages(results, out_dir, KIND, markdown),
+        render(traffic_panels(results), out_dir / f"{KIND}.png"),
+    ]

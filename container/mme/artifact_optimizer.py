@@ -24,12 +24,8 @@ import numpy as np
 import torch
 
 from mme.errors import ModelLoadError
-from mme.model_code import code_dir_of, find_model_file
-from mme.pytorch_defaults import (
-    EXPORTED_PROGRAM_SUFFIX,
-    load_model,
-    torchscript_deprecation_silenced,
-)
+from mme.model_code import EXPORTED_PROGRAM_SUFFIX, code_dir_of, find_model_file
+from mme.pytorch_defaults import load_model, torchscript_deprecation_silenced
 
 SAMPLE_INPUT_FILE = "sample_input.npy"  # in code/: the model's forward input, batch included
 # TorchScript's profiling executor runs a graph as it is on the first call and the graph it

@@ -220,7 +220,11 @@ class Capacity:
         """A place for ``model_name`` while it loads: ``refusal`` says why there is none
         (the LOAD gets 507); set ``loaded`` once the LOAD succeeded."""
         place = Place(self._refusal(model_name))
-        fresh = place.refusal is None and model_name not in self.loaded | self.loading
+        fresh = (
+            place.refusal is None
+            and model_name not in self.loaded
+            and model_name not in self.loading
+        )
         if fresh:
             self.loading.add(model_name)
         try:

@@ -10,8 +10,9 @@ from mme.errors import ModelLoadError
 
 CODE_DIR_NAME = "code"
 DEFAULT_MODEL_FILE = "model.pt"
-EXPORTED_MODEL_FILE = "model.pt2"  # a torch.export program (torch.export.save)
-MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2")
+EXPORTED_PROGRAM_SUFFIX = ".pt2"  # a torch.export program (torch.export.save)
+EXPORTED_MODEL_FILE = "model" + EXPORTED_PROGRAM_SUFFIX
+MODEL_FILE_SUFFIXES = (".pt", ".pth", EXPORTED_PROGRAM_SUFFIX)
 
 
 def code_dir_of(model_dir: str) -> str:

@@ -22,10 +22,9 @@ from mme.errors import (
     UnsupportedContentTypeError,
     is_out_of_memory,
 )
-from mme.model_code import find_model_file
+from mme.model_code import EXPORTED_PROGRAM_SUFFIX, find_model_file
 
 ARRAY_TYPES = (content_types.JSON, content_types.CSV, content_types.NPY)
-EXPORTED_PROGRAM_SUFFIX = ".pt2"
 # torch's FutureWarning for every torch.jit function ("`torch.jit.load` is deprecated. ...").
 TORCHSCRIPT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 

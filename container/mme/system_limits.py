@@ -7,6 +7,7 @@ a limit that cannot be read is no limit the server can plan for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 
@@ -120,14 +121,6 @@ def open_fds(pid: int) -> int | None:
         return None
 
 
-def threads(pid: int) -> int | None:
-    """How many threads process ``pid`` runs."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return None
-
-
 def memory_maps(pid: int) -> int | None:
     """How many memory mappings process ``pid`` has (what vm.max_map_count limits)."""
     text = _read(f"/proc/{pid}/maps")
@@ -153,13 +146,21 @@ def _cgroup_value(controller: str, v1_file: str, v2_file: str) -> int | None:
     return _number(_cgroup_text(controller, v1_file, v2_file))
 
 
-def _cgroup_text(controller: str, v1_file: str, v2_file: str) -> str | None:
-    """A file of this process's cgroup: v2's unified tree, or v1's ``controller`` tree; in
-    the cgroup's own folder, or the mount's root (a container sees its cgroup there)."""
+@functools.cache
+def _cgroup_paths() -> dict[str, str]:
+    """This process's cgroup path per controller list ("" for v2's unified tree); a process
+    stays in its cgroup, so /proc/self/cgroup is read once."""
     paths = {}
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         _hierarchy, controllers, path = line.split(":", 2)
-        paths[controllers] = path  # "" for cgroup v2's unified tree
+        paths[controllers] = path
+    return paths
+
+
+def _cgroup_text(controller: str, v1_file: str, v2_file: str) -> str | None:
+    """A file of this process's cgroup: v2's unified tree, or v1's ``controller`` tree; in
+    the cgroup's own folder, or the mount's root (a container sees its cgroup there)."""
+    paths = _cgroup_paths()
     candidates = []
     if "" in paths:
         candidates += [f"/sys/fs/cgroup{paths['']}/{v2_file}", f"/sys/fs/cgroup/{v2_file}"]

@@ -103,12 +103,21 @@ def batching(server_temp_dir: str, model_name: str) -> tuple[int, int]:
 def model_processes(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
     """The recorded processes of ``model_name`` that still run (the same processes, by start
     time, not others that reuse their pids)."""
-    return _running(server_temp_dir, model_name, workers_only=False)
+    return list(_running(server_temp_dir, model_name))
 
 
 def model_workers(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
     """The workers of ``model_name`` that still run (not the processes that forked them)."""
-    return _running(server_temp_dir, model_name, workers_only=True)
+    return [p for p, worker in _running(server_temp_dir, model_name).items() if worker]
+
+
+def model_processes_and_workers(
+    server_temp_dir: str, model_name: str
+) -> tuple[list[psutil.Process], int]:
+    """:func:`model_processes`, and how many of them are workers (not the processes that
+    forked them), from one reading of the records."""
+    running = _running(server_temp_dir, model_name)
+    return list(running), sum(running.values())
 
 
 def worker_starts(server_temp_dir: str, model_name: str) -> int:
@@ -117,16 +126,17 @@ def worker_starts(server_temp_dir: str, model_name: str) -> int:
     return len(_listdir(os.path.join(model_folder(server_temp_dir, model_name), "workers")))
 
 
-def _running(server_temp_dir: str, model_name: str, workers_only: bool) -> list[psutil.Process]:
+def _running(server_temp_dir: str, model_name: str) -> dict[psutil.Process, bool]:
+    """The model's recorded processes that still run, each with whether it is a worker (a
+    record's first entry) rather than the process that forked one."""
     folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
-    found: dict[int, psutil.Process] = {}
+    found: dict[int, tuple[psutil.Process, bool]] = {}
     for entry in _listdir(folder):
-        entries = _entries(os.path.join(folder, entry))
-        for pid, started in entries[:1] if workers_only else entries:
+        for index, (pid, started) in enumerate(_entries(os.path.join(folder, entry))):
             process = _same_process(pid, started)
             if process is not None:
-                found[pid] = process
-    return list(found.values())
+                found[pid] = (process, index == 0 or found.get(pid, (process, False))[1])
+    return dict(found.values())
 
 
 def forget(server_temp_dir: str, model_name: str) -> None:

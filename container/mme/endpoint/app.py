@@ -20,8 +20,9 @@ from mme.endpoint import wire
 from mme.endpoint.container_api import Answer, ContainerClient, ContainerTimeoutError
 from mme.endpoint.errors import EndpointError, ModelError, PayloadTooLargeError
 from mme.endpoint.loader import LoadFailedError
-from mme.endpoint.metrics import PROMETHEUS_TYPE, CallRecord, Metrics, elapsed_us
+from mme.endpoint.metrics import CallRecord, Metrics, elapsed_us
 from mme.endpoint.registry import Lease, ModelRegistry
+from mme.prometheus_text import CONTENT_TYPE as PROMETHEUS_TYPE
 from mme.sagemaker_contract import MAX_INVOKE_BODY_BYTES
 
 logger = logging.getLogger(__name__)

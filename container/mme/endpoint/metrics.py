@@ -25,7 +25,7 @@ from typing import NamedTuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from mme.prometheus_text import CONTENT_TYPE, render
+from mme.prometheus_text import render
 
 logger = logging.getLogger("mme.endpoint.calls")
 
@@ -46,7 +46,6 @@ GAUGES = {"LoadedModelCount": ("None", "models loaded in the container now")}
 RESPONSES = "mme_endpoint_responses"  # the text format adds _total to a counter's name
 ENDPOINT_LABELS = ["EndpointName", "VariantName"]
 MODEL_LABELS = ["target_model", "model_name"]
-PROMETHEUS_TYPE = CONTENT_TYPE
 
 
 def elapsed_us(started_ns: int) -> int:

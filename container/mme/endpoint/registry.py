@@ -233,9 +233,7 @@ class ModelRegistry:
 
     def _set_loaded(self, entry: ModelEntry, loaded: bool) -> None:
         entry.loaded = loaded
-        self.metrics.set_gauge(
-            "LoadedModelCount", sum(1 for e in self._entries.values() if e.loaded)
-        )
+        self.metrics.set_gauge("LoadedModelCount", self._count_loaded())
         self._sync_pin(entry)
 
     def _sync_pin(self, entry: ModelEntry) -> None:
@@ -352,7 +350,11 @@ class ModelRegistry:
 
     def _loaded_count(self) -> int:
         with self._lock:
-            return sum(1 for e in self._entries.values() if e.loaded)
+            return self._count_loaded()
+
+    def _count_loaded(self) -> int:
+        """How many models are loaded (the caller holds the lock)."""
+        return sum(1 for e in self._entries.values() if e.loaded)
 
     def _evict_one(self, exclude: ModelEntry) -> int | None:
         """Unload the least recently used model (idle ones first); None if there is none."""

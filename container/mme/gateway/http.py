@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote
 
@@ -43,9 +44,10 @@ class Request:
     body: bytes = b""
     keep_alive: bool = True
 
-    @property
+    @cached_property
     def path(self) -> str:
-        """The percent-decoded path, without the query."""
+        """The percent-decoded path, without the query (the gateway and its metrics both
+        route on it)."""
         return unquote(self.target.split("?", 1)[0])
 
     @property

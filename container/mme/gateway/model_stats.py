@@ -44,11 +44,6 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    @property
-    def count(self) -> int:
-        """How many values were observed."""
-        return sum(self.counts)
-
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative ``(le, count)`` pairs, as a histogram family takes them."""
         pairs: list[tuple[str, float]] = []

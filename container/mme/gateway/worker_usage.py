@@ -35,10 +35,10 @@ def usage(server_temp_dir: str, model_name: str, workers_per_model: int) -> Work
     but the kernel walks every page of a process to tell it (~15 ms for a worker with
     torch): too slow for a scrape of hundreds of models.
     """
-    memory = sum(_resident(p) for p in worker_records.model_processes(server_temp_dir, model_name))
+    processes, workers = worker_records.model_processes_and_workers(server_temp_dir, model_name)
     return WorkerUsage(
-        len(worker_records.model_workers(server_temp_dir, model_name)),
-        memory,
+        workers,
+        sum(_resident(p) for p in processes),
         restarts(server_temp_dir, model_name, workers_per_model),
     )
 

@@ -158,10 +158,11 @@ def _connect(socket_path: str) -> socket.socket | None:
             return None
 
 
-def _restore_signals(received: list[int]) -> None:
+def _restore_signals() -> None:
     """Give the relayed signals their default action again, without losing one.
 
-    Blocking runs the handlers of those that came already, so ``received`` is complete;
+    Blocking runs the handlers of those that came already, so the caller's list of received
+    signals is complete;
     one that comes from now on ends this process, which ends the worker too (the zygote and
     the child see the connection close). The shell's traps take over after the exec.
     """
@@ -174,7 +175,7 @@ def _restore_signals(received: list[int]) -> None:
 def _run_stock_worker(python: str, received: list[int], why: str) -> NoReturn:
     sys.stderr.write(f"mme prefork: {why}; starting a stock worker instead\n")
     sys.stderr.flush()
-    _restore_signals(received)
+    _restore_signals()
     for signo in received:
         os.kill(os.getpid(), signo)  # what came before takes effect now
     os.execv(python, [python, *sys.argv[1:]])
@@ -185,7 +186,7 @@ def _numbers(signals: Iterable[int]) -> str:
 
 
 def _become_stand_in(sock: socket.socket, child: int, received: list[int]) -> NoReturn:
-    _restore_signals(received)
+    _restore_signals()
     if sock.fileno() == ZYGOTE_FD:
         os.set_inheritable(ZYGOTE_FD, True)  # sockets are opened close-on-exec
     else:

@@ -4,7 +4,9 @@
 in child processes with a chosen torch thread count each, so that the floor never shares a
 process (nor its OpenMP threads) with the benchmark's clients: one process with every core
 is the sequential-latency floor; one one-thread process per core, all at once, is the
-throughput floor without batching.
+throughput floor without batching; one process with every core running batches (each image
+decoded and preprocessed, one forward pass, each image's answer written) is the batched
+throughput floor.
 """
 
 from __future__ import annotations
@@ -52,13 +54,27 @@ class InProcess:
         self._code.output_fn(prediction, "application/json")
         return time.monotonic() - started
 
-    def until(self, start_at: float, deadline: float) -> dict[str, float]:
-        """Call ``once`` back to back from ``start_at`` (monotonic) while before ``deadline``."""
+    def batch(self, size: int) -> float:
+        """``size`` images as one batch, as a served batch runs (the model's batch contract:
+        inputs concatenated, one row of the prediction per image); the seconds it took."""
+        started = time.monotonic()
+        inputs = [self._code.input_fn(self._body, self._content_type) for _ in range(size)]
+        prediction = self._code.predict_fn(torch.cat(inputs), self._model)
+        for row in range(size):
+            self._code.output_fn(prediction[row : row + 1], "application/json")
+        return time.monotonic() - started
+
+    def until(self, start_at: float, deadline: float, batch: int = 1) -> dict[str, float]:
+        """Call ``once`` (or :meth:`batch` of ``batch`` images) back to back from
+        ``start_at`` (monotonic) while before ``deadline``; the images answered."""
         time.sleep(max(0.0, start_at - time.monotonic()))
         calls = 0
         while time.monotonic() < deadline:
-            self.once()
-            calls += 1
+            if batch > 1:
+                self.batch(batch)
+            else:
+                self.once()
+            calls += batch
         return {"calls": calls, "seconds": time.monotonic() - start_at}
 
 
@@ -141,11 +157,12 @@ class FloorProcesses:
         self._connections[0].send(("once",))
         return float(_answer(self._connections[0]))
 
-    def throughput(self, seconds: float) -> dict[str, Any]:
-        """Every process calls back to back for ``seconds``, all at once; calls per second."""
+    def throughput(self, seconds: float, batch: int = 1) -> dict[str, Any]:
+        """Every process calls back to back for ``seconds``, all at once, ``batch`` images
+        a call; images per second."""
         start_at = time.monotonic() + START_DELAY_S
         for connection in self._connections:
-            connection.send(("until", start_at, start_at + seconds))
+            connection.send(("until", start_at, start_at + seconds, batch))
         runs = [_answer(connection) for connection in self._connections]
         per_process = [run["calls"] / run["seconds"] for run in runs]
         return {
@@ -153,6 +170,7 @@ class FloorProcesses:
             "per_process_rps": per_process,
             "processes": self.count,
             "threads": self.threads,
+            "batch": batch,
         }
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
-"""`make bench`: four benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
+"""`make bench`: five benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
 
-    python -m bench.run [--only workers|traffic|density|metrics] [--out bench/results] [--seconds 4]
-                        [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
+    python -m bench.run [--only workers|traffic|density|metrics|shared] [--out bench/results]
+                        [--seconds 4] [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
 
 workers: `mme serve` with MMS's stock workers against pre-forked ones: cold LOADs, warm
   latency, throughput, memory (results.json, results.md, latency.png, memory.png).
@@ -14,6 +14,9 @@ density: tiny models, 1 to --density-models in one prefork server (a few with MM
   (density.json, .md, .png; see bench/density.py).
 metrics: what the Prometheus metrics cost an invocation: a no-op model through two servers,
   metrics on and off, in interleaved rounds (metrics-cost.json, .md; see bench/metrics_cost.py).
+shared: what a model's second worker costs: ResNet-18 with 1 worker, 2 workers sharing one
+  copy, 2 with a copy each; memory and throughput (shared-workers.json, .md; see
+  bench/shared_workers.py).
 
 Servers that are compared run at the same time and take turns, so that a busy machine
 slows both alike. Goals are printed, pass or fail; the run never fails on them.
@@ -31,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import density, metrics_cost, models, report, traffic, traffic_report
+from bench import density, metrics_cost, models, report, shared_workers, traffic, traffic_report
 from bench.floor import InProcess
 from bench.rounds import interleaved
 from bench.scenarios import (
@@ -51,7 +54,7 @@ from bench.traffic import TrafficOptions
 from harness.models import jpeg_bytes
 
 MODES = ("stock", "prefork")
-PARTS = ("workers", "traffic", "density", "metrics")
+PARTS = ("workers", "traffic", "density", "metrics", "shared")
 CLIENTS = (1, 4, 16)
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = (
@@ -336,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(temp)
         root.chmod(0o755)
         urls = (
-            _build_models(root, args.skip_resnet_152 or args.only == "traffic")
-            if args.only in (None, "workers", "traffic")
+            _build_models(root, args.skip_resnet_152 or args.only in ("traffic", "shared"))
+            if args.only in (None, "workers", "traffic", "shared")
             else {}
         )
         if args.only in (None, "workers"):
@@ -357,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "metrics"):
             written += metrics_cost.benchmark(
                 metrics_cost.MetricsCostOptions(), root / "metrics", args.out, NOTE
+            )
+            print(written[-1].read_text())
+        if args.only in (None, "shared"):
+            written += shared_workers.benchmark(
+                root, urls["resnet_18 torchscript"], image, args.seconds, args.out, NOTE
             )
             print(written[-1].read_text())
     print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")

@@ -39,3 +39,7 @@ TWO_WORKERS = Shape("w2", f"1 model, 2 workers, {CLIENTS} clients", RPS, workers
 SHAPES = (SEQUENTIAL, *LOADED, TWO_WORKERS)
 # The goal compares 4 models with the parallel floor, so the floor takes turns in its rounds.
 FLOOR_SHAPE = "k4"
+# And 1 model with the batched floor (one process, every core, batches of FLOOR_BATCH images:
+# what the gateway's batches can reach at best).
+BATCHED_FLOOR_SHAPE = "k1"
+FLOOR_BATCH = 8

@@ -5,7 +5,8 @@ round (stock, ours, then ours, stock...), so that a busy machine slows both alik
 
 1. one worker per model: sequential latency of one model (against the one-process floor),
    then 16 keep-alive clients spread over 1, 2, 4 and 8 loaded models (the 4-model rounds
-   take turns with the parallel floor: one one-thread process per core);
+   take turns with the parallel floor: one one-thread process per core; the 1-model rounds
+   with the batched floor: the one process with every core, batches of 8 images);
 2. both servers again with two workers per model: 16 clients on one model.
 
 Each server first answers JIT_WARM_UP_REQUESTS no-op requests (Java compiles MMS's request
@@ -29,7 +30,15 @@ from bench.models import TORCHSCRIPT_WARM_UP_CALLS
 from bench.rounds import interleaved
 from bench.scenarios import JSON, Payload, throughput, warm_latency, warm_up_jit
 from bench.server import BenchServer, mme_serve
-from bench.shapes import FLOOR_SHAPE, LOADED, SEQUENTIAL, TWO_WORKERS, Shape
+from bench.shapes import (
+    BATCHED_FLOOR_SHAPE,
+    FLOOR_BATCH,
+    FLOOR_SHAPE,
+    LOADED,
+    SEQUENTIAL,
+    TWO_WORKERS,
+    Shape,
+)
 from bench.stock_server import stock_stack
 
 STACKS = ("stock", "ours")
@@ -86,15 +95,16 @@ def measure(options: TrafficOptions, root: Path, models: Models) -> dict[str, An
         floors["sequential"] = {**latency["floor"], "processes": 1, "threads": cpus}
         for shape in LOADED:
             names = _load(servers, models, names, shape.models)
-            extra = (
-                {"floor": partial(parallel_floor.throughput, options.seconds)}
-                if shape.key == FLOOR_SHAPE
-                else {}
-            )
+            extra = {}
+            if shape.key == FLOOR_SHAPE:
+                extra["parallel"] = partial(parallel_floor.throughput, options.seconds)
+            if shape.key == BATCHED_FLOOR_SHAPE:
+                extra["batched"] = partial(
+                    sequential_floor.throughput, options.seconds, FLOOR_BATCH
+                )
             medians = _rounds(shape, servers, names, image, options, extra)
             shapes[shape.key] = _shape_result(shape, medians)
-            if extra:
-                floors["parallel"] = medians["floor"]
+            floors.update({name: medians[name] for name in extra})
     with _stacks(root, models, workers=TWO_WORKERS.workers) as servers:
         names = _load(servers, models, [], TWO_WORKERS.models)
         shapes[TWO_WORKERS.key] = _shape_result(

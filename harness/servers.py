@@ -15,7 +15,7 @@ import psutil
 import requests
 
 from harness.polling import wait_until
-from harness.processes import descendants, runs_worker
+from harness.processes import cmdline, descendants, runs_worker
 from mme.ports import free_port
 
 # `mme serve` logs it once /ping answers and workers can start (in prefork mode: once the
@@ -151,6 +151,16 @@ class NativeServer(ServerProcess):
     def model_url(self, name: str) -> str:
         """The ``url`` of a LOAD request for the model folder ``models_root/<name>/model``."""
         return str(self.models_root / name / "model")
+
+    def temp_dir(self) -> Path:
+        """The server's private folder (MMS's ``java.io.tmpdir``): the workers' records,
+        MMS's sockets and log pipes."""
+        return next(
+            Path(arg.split("=", 1)[1])
+            for process in self.descendants()
+            for arg in cmdline(process)
+            if arg.startswith("-Djava.io.tmpdir=")
+        )
 
     def worker_alive(self, worker_id: str) -> bool:
         """Whether a Python worker of the server, by MMS's worker id (``9000-ab12``), runs."""

@@ -37,10 +37,12 @@ KEPT_BACK = 0.1  # of each limit, for what the server uses besides its models
 
 @dataclass(frozen=True)
 class PerModel:
-    """What one loaded model adds, with ``workers`` worker processes (measured on MMS 1.1.11)."""
+    """What one loaded model adds, with ``workers`` workers (measured on MMS 1.1.11):
+    processes, or threads of one process when they ``share`` the model (prefork only)."""
 
     workers: int
     prefork: bool
+    share: bool = False
 
     @property
     def java_threads(self) -> int:
@@ -62,14 +64,17 @@ class PerModel:
     @property
     def zygote_fds(self) -> int:
         """The zygote's files (prefork): the model's socket, the stand-in's connection and
-        its three standard streams."""
-        return 5 if self.prefork else 0
+        its three standard streams; the feed of the worker that serves the model's workers."""
+        return (6 if self.share else 5) if self.prefork else 0
 
     @property
     def tasks(self) -> int:
         """Processes and threads on the machine: MMS's, the process that MMS starts (the
         stand-in, or the stock backend), and each worker's main and watchdog threads (a
-        stock worker also runs a thread of OpenBLAS's)."""
+        stock worker also runs a thread of OpenBLAS's); a worker that serves the model's
+        workers runs its feed's thread and a thread per further worker."""
+        if self.share:
+            return self.java_threads + 1 + 3 + (self.workers - 1)
         return self.java_threads + 1 + (2 if self.prefork else 3) * self.workers
 
 
@@ -188,7 +193,11 @@ class Capacity:
     def for_settings(cls, settings: Settings) -> Capacity:
         """The capacity that ``settings`` ask for; :meth:`measure` once the server runs."""
         return cls(
-            PerModel(settings.workers_per_model, settings.worker_mode == "prefork"),
+            PerModel(
+                settings.workers_per_model,
+                settings.worker_mode == "prefork",
+                settings.shares_model,
+            ),
             settings.max_loaded_models,
             settings.min_available_memory_mb * MIB,
         )

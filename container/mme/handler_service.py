@@ -51,6 +51,7 @@ class HandlerService(DefaultHandlerService):
             )
             self._threads.before_load()
             self._service.validate_and_initialize(model_dir=model_dir, context=context)
+            self._threads.after_load()
             record_batching(
                 self._config.server_temp_dir,
                 context.model_name,

@@ -115,12 +115,17 @@ def _bind_address(env: Mapping[str, str], name: str) -> str:
 RESERVED_PATHS = ("/ping", "/models", "/invocations", "/execution-parameters")
 
 
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    """An on/off setting that is on unless set off."""
+    raw = env.get(name, "").strip().lower() or "on"
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise SettingsError(f"{name}={raw!r} must be on or off")
+    return raw not in ("off", "false", "0")
+
+
 def _metrics_path(env: Mapping[str, str], switch: str, name: str) -> str:
     """The path of the Prometheus metrics, or "" when they are off."""
-    raw = env.get(switch, "").strip().lower() or "on"
-    if raw not in ("on", "off", "true", "false", "1", "0"):
-        raise SettingsError(f"{switch}={raw!r} must be on or off")
-    if raw in ("off", "false", "0"):
+    if not _switch(env, switch):
         return ""
     path = env.get(name, "").strip() or "/metrics"
     if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
@@ -185,6 +190,8 @@ class Settings:
     requirements_dir: str = ""
     requirements_timeout_s: int = 0
     worker_mode: str = WORKER_MODES[0]
+    # Prefork: a model's workers are threads of one process, with one copy of the model.
+    workers_share_model: bool = True
     metrics_path: str = "/metrics"  # "": no metrics (MME_METRICS=off)
     # How many models the server holds (mme.capacity): a maximum of the user's (0: only
     # the system's limits), and the memory a LOAD must leave available.
@@ -226,6 +233,7 @@ class Settings:
             ),
             requirements_timeout_s=_requirements_timeout(env, timeout_var, response_timeout_s),
             worker_mode=_worker_mode(env, "MME_WORKER_MODE"),
+            workers_share_model=_switch(env, "MME_WORKERS_SHARE_MODEL"),
             metrics_path=_metrics_path(env, "MME_METRICS", "MME_METRICS_PATH"),
             max_loaded_models=_integer(env, "MME_MAX_LOADED_MODELS", 0, 0, 1_000_000),
             min_available_memory_mb=_integer(env, "MME_MIN_AVAILABLE_MEMORY_MB", 256, 0, 1_048_576),
@@ -242,6 +250,21 @@ class Settings:
             requirements_timeout_s=self.requirements_timeout_s,
             max_batch_size=self.max_batch_size,
             max_batch_delay_ms=self.max_batch_delay_ms,
+            share_model=self.shares_model,
+        )
+
+    @property
+    def shares_model(self) -> bool:
+        """Whether a model's workers are threads of one prefork worker, with one copy of it.
+
+        Only with more than one worker: a lone worker has nobody to share with, and the
+        thread that takes the others' connections would cost each model a thread. Not for an
+        MMS custom service (SAGEMAKER_HANDLER): it was written for a process per worker."""
+        return (
+            self.workers_share_model
+            and self.workers_per_model > 1
+            and self.worker_mode == "prefork"
+            and not self.handler_service
         )
 
     @property

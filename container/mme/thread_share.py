@@ -12,6 +12,7 @@ torch is imported where it is used: importing this module costs nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from mme import worker_headers
@@ -31,17 +32,35 @@ def granted_threads(context: Any) -> int | None:
 
 
 class ThreadShare:
-    """Sets torch's thread count per request, unless the model took charge of it."""
+    """Sets torch's thread count per request, unless the model took charge of it.
+
+    The count is the calling thread's own (OpenMP keeps one per thread): a worker that
+    serves several connections on threads runs each request with its own grant.
+    """
 
     def __init__(self) -> None:
-        self._expected: int | None = None  # what torch's count is, as far as we know
+        self._local = threading.local()  # .expected: what this thread's count is, we know
         self.own_threads = 0  # the model's own count, once its code changed ours
+
+    @property
+    def _expected(self) -> int | None:
+        return getattr(self._local, "expected", None)
+
+    @_expected.setter
+    def _expected(self, value: int) -> None:
+        self._local.expected = value
 
     def before_load(self) -> None:
         """Note the count the model's code finds, to see whether it changes it."""
         import torch
 
         self._expected = torch.get_num_threads()
+
+    def after_load(self) -> None:
+        """See whether the model's code set the count while it loaded."""
+        import torch
+
+        self._notice_own_count(torch.get_num_threads())
 
     def before_request(self, granted: int | None) -> None:
         """Apply ``granted`` (if any) unless the model sets its own count."""

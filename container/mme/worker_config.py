@@ -27,6 +27,7 @@ class WorkerConfig:
     requirements_timeout_s: int = 55
     max_batch_size: int = 8
     max_batch_delay_ms: int = 0
+    share_model: bool = False  # prefork: a model's later connections go to its live worker
 
     def to_env(self) -> dict[str, str]:
         """The environment variable that carries this config to the workers."""

@@ -49,7 +49,8 @@ class _Job:
 
 
 class _Watchdog:
-    """One thread per worker that ends the worker when its current LOAD or batch overruns.
+    """One thread per worker that ends the worker when a LOAD or batch overruns (one per
+    thread that serves a connection: mme.prefork.shared_connections).
 
     Arming and disarming cost a lock and a notify: a thread (or a Timer) per request
     would add about a millisecond to every request.
@@ -58,27 +59,27 @@ class _Watchdog:
     def __init__(self) -> None:
         self._pid = 0
         self._cond = threading.Condition()
-        self._job: _Job | None = None
+        self._jobs: dict[int, _Job] = {}  # a serving thread's ident -> its current job
 
     def arm(self, job: _Job) -> None:
-        """Watch ``job`` until :meth:`disarm`."""
+        """Watch ``job`` of the calling thread until :meth:`disarm`."""
         if self._pid != os.getpid():
             # First use in this process (a worker is forked): threads do not survive a fork.
-            self._pid, self._cond, self._job = os.getpid(), threading.Condition(), None
+            self._pid, self._cond, self._jobs = os.getpid(), threading.Condition(), {}
             threading.Thread(target=self._run, daemon=True, name="worker-watchdog").start()
         with self._cond:
-            self._job = job
+            self._jobs[threading.get_ident()] = job
             self._cond.notify()
 
     def disarm(self) -> None:
-        """The job finished in time."""
+        """The calling thread's job finished in time."""
         with self._cond:
-            self._job = None
+            self._jobs.pop(threading.get_ident(), None)
 
     def _run(self) -> None:
         with self._cond:
             while True:
-                job = self._job
+                job = min(self._jobs.values(), key=lambda j: j.deadline, default=None)
                 if job is None:
                     self._cond.wait()
                     continue

@@ -54,6 +54,17 @@ def record_worker(server_temp_dir: str, model_name: str) -> None:
         json.dump(entries, out)
 
 
+def record_connection(server_temp_dir: str, model_name: str, number: int) -> None:
+    """Record that this worker also serves MMS's worker ``number`` of ``model_name``, on a
+    thread (mme.prefork.shared_connections), when it recorded itself at LOAD."""
+    if not server_temp_dir:
+        return
+    folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
+    mine = os.path.join(folder, str(os.getpid()))
+    with contextlib.suppress(OSError):
+        shutil.copyfile(mine, f"{mine}-{number}")
+
+
 def record_load_failure(server_temp_dir: str, model_name: str, reason: str) -> None:
     """Record why the LOAD of ``model_name`` failed (one line)."""
     if not server_temp_dir:
@@ -103,21 +114,22 @@ def batching(server_temp_dir: str, model_name: str) -> tuple[int, int]:
 def model_processes(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
     """The recorded processes of ``model_name`` that still run (the same processes, by start
     time, not others that reuse their pids)."""
-    return list(_running(server_temp_dir, model_name))
+    return list(_running(server_temp_dir, model_name)[0])
 
 
 def model_workers(server_temp_dir: str, model_name: str) -> list[psutil.Process]:
-    """The workers of ``model_name`` that still run (not the processes that forked them)."""
-    return [p for p, worker in _running(server_temp_dir, model_name).items() if worker]
+    """The worker processes of ``model_name`` that still run (not the processes that forked
+    them); a process that serves several of MMS's workers is listed once."""
+    return [p for p, worker in _running(server_temp_dir, model_name)[0].items() if worker]
 
 
 def model_processes_and_workers(
     server_temp_dir: str, model_name: str
 ) -> tuple[list[psutil.Process], int]:
-    """:func:`model_processes`, and how many of them are workers (not the processes that
-    forked them), from one reading of the records."""
-    running = _running(server_temp_dir, model_name)
-    return list(running), sum(running.values())
+    """:func:`model_processes`, and how many of MMS's workers they serve, from one reading
+    of the records."""
+    running, workers = _running(server_temp_dir, model_name)
+    return list(running), workers
 
 
 def worker_starts(server_temp_dir: str, model_name: str) -> int:
@@ -126,17 +138,24 @@ def worker_starts(server_temp_dir: str, model_name: str) -> int:
     return len(_listdir(os.path.join(model_folder(server_temp_dir, model_name), "workers")))
 
 
-def _running(server_temp_dir: str, model_name: str) -> dict[psutil.Process, bool]:
+def _running(server_temp_dir: str, model_name: str) -> tuple[dict[psutil.Process, bool], int]:
     """The model's recorded processes that still run, each with whether it is a worker (a
-    record's first entry) rather than the process that forked one."""
+    record's first entry) rather than the process that forked one; and how many of the
+    records' workers still run (a worker process that serves several connections has a
+    record for each)."""
     folder = os.path.join(model_folder(server_temp_dir, model_name), "workers")
     found: dict[int, tuple[psutil.Process, bool]] = {}
+    checked: dict[tuple[int, int], psutil.Process | None] = {}
+    workers = 0
     for entry in _listdir(folder):
         for index, (pid, started) in enumerate(_entries(os.path.join(folder, entry))):
-            process = _same_process(pid, started)
+            if (pid, started) not in checked:
+                checked[pid, started] = _same_process(pid, started)
+            process = checked[pid, started]
             if process is not None:
                 found[pid] = (process, index == 0 or found.get(pid, (process, False))[1])
-    return dict(found.values())
+                workers += index == 0
+    return dict(found.values()), workers
 
 
 def forget(server_temp_dir: str, model_name: str) -> None:

@@ -182,13 +182,7 @@ def test_a_failed_load_is_reported_once_then_gone(server: NativeServer) -> None:
 def test_a_worker_that_died_and_was_restarted_is_counted(server: NativeServer) -> None:
     assert load(server, "delta", ECHO_OR_FAIL) == 200
     restarts_before = value(scrape(server.url), "mme_worker_restarts_total") or 0
-    temp_dir = next(
-        Path(arg.split("=", 1)[1])
-        for p in server.descendants()
-        for arg in p.cmdline()
-        if arg.startswith("-Djava.io.tmpdir=")
-    )
-    [worker] = worker_records.model_workers(str(temp_dir), "delta")
+    [worker] = worker_records.model_workers(str(server.temp_dir()), "delta")
 
     worker.send_signal(signal.SIGKILL)
     worker.wait(TIMEOUT)

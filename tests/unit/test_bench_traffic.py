@@ -17,6 +17,7 @@ from bench.shapes import P50, SHAPES
 OURS_OVER_STOCK = {"seq": 0.6, "k1": 1.6, "k2": 1.2, "k4": 1.2, "k8": 0.5, "w2": 1.0}
 STOCK = {"seq": 33.0, "k1": 31.0, "k2": 40.0, "k4": 48.0, "k8": 48.0, "w2": 31.0}
 PARALLEL_FLOOR_RPS = 60.0
+BATCHED_FLOOR_RPS = 70.0
 SEQUENTIAL_FLOOR_MS = 19.0
 
 
@@ -72,6 +73,14 @@ def _measured(scale: float = 1.0) -> dict[str, Any]:
                 "per_process_rps": [30.0, 30.0],
                 "rounds_rps": [PARALLEL_FLOOR_RPS],
             },
+            "batched": {
+                "rps": BATCHED_FLOOR_RPS,
+                "processes": 1,
+                "threads": 2,
+                "batch": 8,
+                "per_process_rps": [BATCHED_FLOOR_RPS],
+                "rounds_rps": [BATCHED_FLOOR_RPS],
+            },
         },
     }
 
@@ -94,6 +103,8 @@ def test_ratios_are_ours_over_stock_floor_and_baseline() -> None:
     assert k4["baseline"] is None
     assert seq["stock"] == pytest.approx(0.6)  # latency: below 1 is better
     assert seq["floor"] == pytest.approx(33.0 * 0.6 / SEQUENTIAL_FLOOR_MS)
+    assert results["ratios"]["k1"]["batched"] == pytest.approx(31.0 * 1.6 / BATCHED_FLOOR_RPS)
+    assert seq["batched"] is None  # a latency is not judged against images per second
 
 
 def test_goals_pass_and_fail_in_the_direction_of_their_metric() -> None:
@@ -104,6 +115,11 @@ def test_goals_pass_and_fail_in_the_direction_of_their_metric() -> None:
     assert verdicts["1 model, 2 workers, 16 clients: >= the stock stack"] is True
     assert verdicts["8 models, 16 clients: never slower than the stock stack"] is False
     assert verdicts["1 model, sequential (1 client), p50: never slower than the stock stack"]
+    batched = "1 model, 16 clients: >= 0.8x the batched in-process floor"
+    assert verdicts[batched] is False  # 49.6 of 70 images/s
+    older = _measured()
+    del older["floors"]["batched"]  # a run from before the batched floor
+    assert _verdicts(traffic_report.finish(older, None))[batched] is None
 
 
 def test_without_a_baseline_the_today_goals_are_not_judged() -> None:

@@ -21,6 +21,8 @@ def test_a_model_costs_mms_seven_threads_and_six_files_and_prefork_two_processes
     assert (prefork.java_threads, prefork.java_fds, prefork.java_maps) == (7, 6, 14)
     assert (prefork.zygote_fds, prefork.tasks) == (5, 10)  # MMS's 7, the stand-in, 2 threads
     assert (stock.java_threads, stock.zygote_fds, stock.tasks) == (10, 0, 17)
+    shared = PerModel(3, prefork=True, share=True)  # one process: 3 threads, 1 per more worker
+    assert (shared.java_threads, shared.zygote_fds, shared.tasks) == (13, 6, 13 + 1 + 3 + 2)
 
 
 def test_a_limit_allows_what_fits_beside_what_is_used_with_a_tenth_kept_back() -> None:

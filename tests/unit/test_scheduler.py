@@ -156,3 +156,20 @@ def test_a_model_that_sets_its_own_threads_is_granted_them() -> None:
         await again
 
     run(test, cores=4)
+
+
+def test_an_answer_lets_every_free_worker_of_a_model_take_a_request() -> None:
+    async def test(mms: StandInMms, scheduler: Scheduler) -> None:
+        tasks = [asyncio.create_task(scheduler.run("a", invoke())) for _ in range(4)]
+        await settle()
+        assert len(mms.received) == 1  # the first came alone: every core
+        mms.answer(0)
+        await settle()
+        # three wait for two workers: both take one at once, a core each
+        assert [mms.threads(i) for i in range(1, len(mms.received))] == [1, 1]
+        for index in (1, 2, 3):
+            mms.answer(index)
+            await settle()
+        await asyncio.gather(*tasks)
+
+    run(test, workers=2)

@@ -67,6 +67,7 @@ def test_numeric_log_level_as_the_sdk_sets_it() -> None:
         ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty", "not a log level"),
         ("SAGEMAKER_PROGRAM", "code/inference.py", "must name a module"),
         ("MME_NUM_THREADS", "0", "out of range"),
+        ("MME_WORKERS_SHARE_MODEL", "sometimes", "must be on or off"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(name: str, value: str, says: str) -> None:
@@ -89,6 +90,26 @@ def test_worker_environment_isolates_the_temp_folder_and_sets_threads(
     assert env["KEEP_ME"] == "yes"
     worker = WorkerConfig.from_env(env)  # what the workers read: the server's, not the user's
     assert (worker.server_temp_dir, worker.num_threads) == ("/tmp/mme-x", 2)
+
+
+@pytest.mark.parametrize(
+    ("env", "shares"),
+    [
+        ({}, True),
+        ({"MME_WORKERS_SHARE_MODEL": "off"}, False),
+        ({"MME_WORKERS_SHARE_MODEL": "ON"}, True),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}, False),  # nobody to share with
+        ({"MME_WORKER_MODE": "stock"}, False),  # MMS's own workers: a process each
+        ({"SAGEMAKER_HANDLER": "my_handler:handle"}, False),  # written for a process each
+    ],
+)
+def test_a_models_workers_share_it_in_prefork_mode_unless_told_not_to(
+    env: dict[str, str], shares: bool
+) -> None:
+    settings = Settings.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "2", **env})
+    assert settings.shares_model is shares
+    told = settings.worker_config("/tmp/mme-x").to_env()
+    assert WorkerConfig.from_env(told).share_model is shares
 
 
 def test_a_worker_outside_mme_serve_gets_the_defaults() -> None:

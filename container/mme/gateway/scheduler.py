@@ -131,8 +131,13 @@ class Scheduler:
     # Granting
 
     def _dispatch(self) -> None:
-        """Send what waits, model by model in turn, while threads and workers are free."""
-        for _ in range(len(self._turns)):
+        """Send what waits, model by model in turn, while threads and workers are free.
+
+        Until every model in turn was passed over once since the last send: one send per
+        call would leave a model's other free workers idle until the next event.
+        """
+        passed = 0
+        while self._turns and passed < len(self._turns):
             name = self._turns[0]
             model = self._models[name]
             if not model.waiting:
@@ -140,7 +145,9 @@ class Scheduler:
                 continue
             if model.running >= self._workers or not self._filled(model):
                 self._turns.rotate(-1)  # the next model's turn
+                passed += 1
                 continue
+            passed = 0
             threads = self._share(model)
             if self.cores and threads > self.free:
                 return  # the next answer frees some; the turn stays with this model

@@ -53,6 +53,27 @@ class Backend:
     listener: socket.socket
     stand_in: socket.socket
     workers: set[int] = field(default_factory=set)
+    # A worker's pid -> the zygote's end of its feed (mme.prefork.shared_connections): when
+    # the model's workers share it, MMS's later connections go to a live worker through it.
+    feeds: dict[int, socket.socket] = field(default_factory=dict)
+    share: bool = False
+
+    def hand_over(self, conn: socket.socket) -> bool:
+        """Give MMS's connection ``conn`` to a live worker of the model; False when none
+        takes it (the caller forks one)."""
+        for pid, feed in reversed(list(self.feeds.items())):
+            try:
+                socket.send_fds(feed, [b"c"], [conn.fileno()])
+                return True
+            except OSError:  # the worker is gone (not yet reaped), or not reading
+                self.drop_feed(pid)
+        return False
+
+    def drop_feed(self, pid: int) -> None:
+        """Close the feed of worker ``pid`` (it ended), if it has one."""
+        feed = self.feeds.pop(pid, None)
+        if feed is not None:
+            feed.close()
 
     def accept(self) -> socket.socket | None:
         """MMS's next connection; None when there is none after all."""
@@ -78,6 +99,8 @@ class Backend:
             with contextlib.suppress(OSError):
                 os.remove(self.socket_path)
         self.listener.close()
+        for pid in list(self.feeds):
+            self.drop_feed(pid)
         for fd in self.std_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -115,7 +138,7 @@ def open_backend(
         )
         listener.close()
         return None
-    return Backend(request, fds, listener, stand_in)
+    return Backend(request, fds, listener, stand_in, share=bool(request.get("share")))
 
 
 def _announce(stdout: int, path: str, pid: int) -> None:

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from mme.prefork import lifeline, proctitle
 from mme.prefork.backend import is_model_worker, option
 from mme.prefork.protocol import STD_FDS
+from mme.prefork.shared_connections import SharedModel
 from mme.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ def prepare(request: dict[str, Any]) -> None:
     request["set"] = {key: value for key, value in env.items() if os.environ.get(key) != value}
     # A fresh worker gets OMP_NUM_THREADS capped at the physical cores (MKL's dynamic
     # default), so the same cap applies here.
-    threads = WorkerConfig.from_env(env).num_threads
-    request["threads"] = min(threads, _physical_cores() or threads)
+    config = WorkerConfig.from_env(env)
+    request["threads"] = min(config.num_threads, _physical_cores() or config.num_threads)
+    request["share"] = config.share_model
 
 
 @functools.cache
@@ -80,17 +82,26 @@ def become_worker(
 
 
 def serve_connection(
-    request: dict[str, Any], fds: list[int], base_path: list[str], stand_in_fd: int, conn_fd: int
+    request: dict[str, Any],
+    fds: list[int],
+    base_path: list[str],
+    stand_in_fd: int,
+    conn_fd: int,
+    feed_fd: int,
 ) -> NoReturn:
     """Serve MMS's connection ``conn_fd`` to the backend that ``request`` started, with
     MMS's worker code; never returns.
 
     ``stand_in_fd`` is the zygote's end of the stand-in's connection: when it closes (MMS
-    killed the backend), this worker hangs up on MMS, and MMS's code ends it.
+    killed the backend), this worker hangs up on MMS, and MMS's code ends it. When
+    ``feed_fd`` is not -1, the zygote sends the model's later connections through it, and
+    this worker serves them too (:mod:`mme.prefork.shared_connections`).
     """
     code = 1
     try:
-        lifeline.hang_up_with(_set_up(fds, stand_in_fd, (conn_fd,)), conn_fd)
+        feed = (feed_fd,) if feed_fd >= 0 else ()
+        connections = {conn_fd}
+        lifeline.hang_up_with(_set_up(fds, stand_in_fd, (conn_fd, *feed)), connections)
         argv: list[str] = request["argv"]
         # MMS's backend takes its own folder off sys.path (its modules' names would shadow
         # others'), so it is not put there.
@@ -98,7 +109,7 @@ def serve_connection(
         _log_to_stdout()
         _log_spawn(float(request["started"]))
         _import_handler(argv)
-        code = _exit_status(lambda: _start_mms_worker(argv, conn_fd))
+        code = _exit_status(lambda: _start_mms_worker(argv, conn_fd, feed_fd, connections))
     except BaseException:
         traceback.print_exc()
     _finish(code)
@@ -237,7 +248,7 @@ def _import_handler(argv: list[str]) -> None:
     _log_phase("handler import", time.monotonic() - started, f"{module}, {how}")
 
 
-def _start_mms_worker(argv: list[str], conn_fd: int) -> None:
+def _start_mms_worker(argv: list[str], conn_fd: int, feed_fd: int, connections: set[int]) -> None:
     """What MMS's backend does for a connection in the process it forks for it."""
     from mms.arg_parser import ArgParser
     from mms.model_service_worker import MXNetModelServiceWorker
@@ -266,6 +277,8 @@ def _start_mms_worker(argv: list[str], conn_fd: int) -> None:
         for handler in handlers:
             handler.setLevel(logging.NOTSET)
     worker.socket_name = sock_name  # what its SIGTERM handler removes, as a stock one's
+    if feed_fd >= 0:
+        SharedModel(worker, connections).serve_feed(socket.socket(fileno=feed_fd))
     try:
         worker.start_worker(socket.socket(fileno=conn_fd))  # ends with sys.exit
     finally:

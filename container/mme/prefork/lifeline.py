@@ -43,16 +43,20 @@ def die_with(lifeline: int) -> None:
     _watch(lifeline)
 
 
-def hang_up_with(lifeline: int, conn_fd: int) -> None:
+def hang_up_with(lifeline: int, connections: set[int]) -> None:
     """Hang up on MMS once the stand-in's connection closes (MMS killed it, unloading the
     model), so that MMS's worker code ends this worker as it does when MMS hangs up: it
     unloads the model and removes its log pipes. A worker stuck in native code ends when
-    the UNLOAD gives up waiting for it and kills it."""
+    the UNLOAD gives up waiting for it and kills it.
+
+    ``connections`` holds the fds of MMS's connections that this worker serves: its own,
+    and those it serves on threads (it may change until the signal comes)."""
 
     def on_sigio(_signo: int, _frame: Any) -> None:
         if _closed(lifeline):
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn_fd)) as conn:
-                conn.shutdown(socket.SHUT_RDWR)
+            for fd in list(connections):
+                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as conn:
+                    conn.shutdown(socket.SHUT_RDWR)
 
     signal.signal(signal.SIGIO, on_sigio)
     _watch(lifeline)

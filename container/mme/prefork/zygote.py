@@ -122,10 +122,15 @@ class Zygote:
         protocol.send_reply(conn, protocol.PID_REPLY, launcher.child)
 
     def _serve(self, backend: Backend) -> None:
-        """Fork a worker for MMS's next connection to ``backend``."""
+        """Give MMS's next connection to ``backend`` to the model's live worker, when its
+        workers share it, or to a worker forked for it."""
         conn = backend.accept()
         if conn is None:
             return
+        if backend.share and backend.hand_over(conn):
+            conn.close()
+            return
+        feed, worker_end = socket.socketpair() if backend.share else (None, None)
         try:
             pid = self._fork(
                 lambda: serve_connection(
@@ -134,15 +139,23 @@ class Zygote:
                     self.base_path,
                     backend.stand_in.fileno(),
                     conn.detach(),
+                    worker_end.detach() if worker_end is not None else -1,
                 )
             )
         except OSError as exc:
             logger.error("prefork: cannot fork a worker: %s", exc)
+            if feed is not None:
+                feed.close()
             return  # MMS sees its connection close and tries again
         finally:
             conn.close()
+            if worker_end is not None:
+                worker_end.close()
         backend.workers.add(pid)
         self.workers[pid] = backend
+        if feed is not None:
+            feed.setblocking(False)  # a worker that stopped reading never stalls the zygote
+            backend.feeds[pid] = feed
 
     def _fork(self, become: Callable[[], NoReturn]) -> int:
         for stream in (sys.stdout, sys.stderr):
@@ -210,6 +223,7 @@ class Zygote:
 def _worker_ended(backend: Backend, pid: int) -> None:
     """Hand the stand-in's lifeline to a worker of the model that is still alive."""
     backend.workers.discard(pid)
+    backend.drop_feed(pid)
     if backend.stand_in.fileno() < 0:
         return  # the backend is closed
     # The lifeline signals one process (the connection's owner): the last worker forked

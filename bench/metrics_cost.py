@@ -88,20 +88,13 @@ class MetricsCostOptions:
 
 def benchmark(options: MetricsCostOptions, root: Path, out_dir: Path, note: str) -> list[Path]:
     """Measure under ``root``; write metrics-cost.json and .md under ``out_dir``."""
-    return report.write_pages(_results(options, root, note), out_dir, "metrics-cost", markdown)
-
-
-def _results(options: MetricsCostOptions, root: Path, note: str) -> dict[str, Any]:
-    started = time.monotonic()
-    results = {
-        "machine": report.machine(),
-        "revision": report.revision(),
-        "options": asdict(options),
-        "note": note,
-        **measure(options, root),
-    }
-    results["seconds"] = time.monotonic() - started
-    return results
+    return report.measure_and_write(
+        lambda: {"options": asdict(options), **measure(options, root)},
+        note,
+        out_dir,
+        "metrics-cost",
+        markdown,
+    )
 
 
 def measure(options: MetricsCostOptions, root: Path) -> dict[str, Any]:
@@ -192,7 +185,8 @@ def main() -> None:
     """Measure and print the Markdown page."""
     options = _arguments()
     with tempfile.TemporaryDirectory(prefix="metrics-cost-") as folder:
-        print(markdown(_results(options, Path(folder), note="")))
+        written = benchmark(options, Path(folder), Path(folder) / "results", note="")
+        print(written[1].read_text())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,21 @@ def write_pages(
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(page(results))
     return [json_path, md_path]
+
+
+def measure_and_write(
+    measure: Callable[[], dict[str, Any]],
+    note: str,
+    out_dir: Path,
+    stem: str,
+    page: Callable[[dict[str, Any]], str],
+) -> list[Path]:
+    """Run ``measure``; write its results, with the machine, the revision, ``note`` and the
+    seconds it took, as :func:`write_pages` does."""
+    started = time.monotonic()
+    results = {"machine": machine(), "revision": revision(), "note": note, **measure()}
+    results["seconds"] = time.monotonic() - started
+    return write_pages(results, out_dir, stem, page)
 
 
 def write(results: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -1,6 +1,6 @@
-"""`make bench`: five benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
+"""`make bench`: six benchmarks, each comparing side by side in one run, on 127.0.0.1 only.
 
-    python -m bench.run [--only workers|traffic|density|metrics|shared] [--out bench/results]
+    python -m bench.run [--only workers|traffic|density|metrics|shared|hot] [--out bench/results]
                         [--seconds 4] [--rounds 3] [--baseline bench/results/mme-traffic.json] ...
 
 workers: `mme serve` with MMS's stock workers against pre-forked ones: cold LOADs, warm
@@ -17,6 +17,9 @@ metrics: what the Prometheus metrics cost an invocation: a no-op model through t
 shared: what a model's second worker costs: ResNet-18 with 1 worker, 2 workers sharing one
   copy, 2 with a copy each; memory and throughput (shared-workers.json, .md; see
   bench/shared_workers.py).
+hot: the example ResNet-18 and ResNet-152 served against in-process floors with every core:
+  sequential p50, and 16 clients against batches of 8 (hot-model.json, .md; see
+  bench/hot_model.py).
 
 Servers that are compared run at the same time and take turns, so that a busy machine
 slows both alike. Goals are printed, pass or fail; the run never fails on them.
@@ -34,7 +37,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import density, metrics_cost, models, report, shared_workers, traffic, traffic_report
+from bench import (
+    density,
+    hot_model,
+    metrics_cost,
+    models,
+    report,
+    shared_workers,
+    traffic,
+    traffic_report,
+)
 from bench.floor import InProcess
 from bench.rounds import interleaved
 from bench.scenarios import (
@@ -54,7 +66,8 @@ from bench.traffic import TrafficOptions
 from harness.models import jpeg_bytes
 
 MODES = ("stock", "prefork")
-PARTS = ("workers", "traffic", "density", "metrics", "shared")
+HOT_MODELS = ("resnet_18", "resnet_152")
+PARTS = ("workers", "traffic", "density", "metrics", "shared", "hot")
 CLIENTS = (1, 4, 16)
 THROUGHPUT_ROUNDS = 3  # per mode and client count; the median round is reported
 NOTE = (
@@ -340,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         root.chmod(0o755)
         urls = (
             _build_models(root, args.skip_resnet_152 or args.only in ("traffic", "shared"))
-            if args.only in (None, "workers", "traffic", "shared")
+            if args.only in (None, "workers", "traffic", "shared", "hot")
             else {}
         )
         if args.only in (None, "workers"):
@@ -365,6 +378,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "shared"):
             written += shared_workers.benchmark(
                 root, urls["resnet_18 torchscript"], image, args.seconds, args.out, NOTE
+            )
+            print(written[-1].read_text())
+        if args.only in (None, "hot"):
+            written += hot_model.benchmark(
+                root,
+                {
+                    name: urls[f"{name} torchscript"]
+                    for name in HOT_MODELS
+                    if f"{name} torchscript" in urls
+                },
+                urls["noop"],
+                image,
+                # ResNet-152 answers a batch of 8 in about a second here: longer rounds.
+                {
+                    "seconds": 2 * args.seconds,
+                    "rounds": args.rounds,
+                    "requests": args.warm_requests,
+                },
+                args.out,
+                NOTE,
             )
             print(written[-1].read_text())
     print(f"wrote {', '.join(map(str, written))} in {time.monotonic() - started:.0f} s")

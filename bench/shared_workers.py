@@ -10,7 +10,6 @@ speed, if anything.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +35,20 @@ def benchmark(
     root: Path, url: Path, image: Payload, seconds: float, out_dir: Path, note: str
 ) -> list[Path]:
     """Measure under ``root``; write shared-workers.json and .md under ``out_dir``."""
-    started = time.monotonic()
-    results = {
-        "machine": report.machine(),
-        "revision": report.revision(),
-        "clients": CLIENTS,
-        "seconds_per_run": seconds,
-        "note": note,
-        "configs": {
-            label: _measure(root, label, env, url, image, seconds) for label, env in CONFIGS.items()
+    return report.measure_and_write(
+        lambda: {
+            "clients": CLIENTS,
+            "seconds_per_run": seconds,
+            "configs": {
+                label: _measure(root, label, env, url, image, seconds)
+                for label, env in CONFIGS.items()
+            },
         },
-    }
-    results["seconds"] = time.monotonic() - started
-    return report.write_pages(results, out_dir, "shared-workers", markdown)
+        note,
+        out_dir,
+        "shared-workers",
+        markdown,
+    )
 
 
 def _measure(

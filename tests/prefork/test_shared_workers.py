@@ -21,6 +21,7 @@ from harness.prometheus import scrape, value
 from harness.servers import NativeServer
 from mme.capacity import PerModel
 from tests.prefork.conftest import ready_log
+from tests.serving.test_cpu_budget import compute
 
 TIMEOUT_S = 120
 WITHIN_S = 30
@@ -80,14 +81,7 @@ def _loaded(server: NativeServer, name: str, code: str = COUNTING) -> requests.R
 
 
 def _invoke(server: NativeServer, name: str, seconds: float = 0) -> dict[str, Any]:
-    answer = requests.post(
-        f"{server.url}/models/{name}/invoke",
-        data=str(seconds),
-        headers={"Content-Type": "text/plain"},
-        timeout=TIMEOUT_S,
-    )
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
+    return compute(server, name, seconds)
 
 
 def _at_once(server: NativeServer, name: str, count: int, seconds: float) -> list[dict[str, Any]]:

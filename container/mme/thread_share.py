@@ -31,6 +31,10 @@ def granted_threads(context: Any) -> int | None:
         return None
 
 
+class _Counts(threading.local):
+    expected: int | None = None  # what this thread's count is, as far as we know
+
+
 class ThreadShare:
     """Sets torch's thread count per request, unless the model took charge of it.
 
@@ -39,22 +43,14 @@ class ThreadShare:
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()  # .expected: what this thread's count is, we know
+        self._counts = _Counts()
         self.own_threads = 0  # the model's own count, once its code changed ours
-
-    @property
-    def _expected(self) -> int | None:
-        return getattr(self._local, "expected", None)
-
-    @_expected.setter
-    def _expected(self, value: int) -> None:
-        self._local.expected = value
 
     def before_load(self) -> None:
         """Note the count the model's code finds, to see whether it changes it."""
         import torch
 
-        self._expected = torch.get_num_threads()
+        self._counts.expected = torch.get_num_threads()
 
     def after_load(self) -> None:
         """See whether the model's code set the count while it loaded."""
@@ -71,7 +67,7 @@ class ThreadShare:
             return
         if torch.get_num_threads() != granted:
             torch.set_num_threads(granted)
-        self._expected = granted
+        self._counts.expected = granted
 
     def after(self) -> int:
         """The model's own thread count (0 while it leaves the count to us)."""
@@ -81,7 +77,7 @@ class ThreadShare:
         return self.own_threads
 
     def _notice_own_count(self, current: int) -> None:
-        if self.own_threads or self._expected is None or current == self._expected:
+        if self.own_threads or self._counts.expected is None or current == self._counts.expected:
             return
         self.own_threads = current
         logger.info(
